@@ -7,9 +7,19 @@
 //! nor skip an event.
 #![forbid(unsafe_code)]
 
+mod digest;
+mod generation;
+mod read_models;
+mod rebuild;
 mod rows;
+mod runner;
 
+pub use digest::{digest_tree, Digest};
+pub use generation::{Generations, META_TREE};
+pub use read_models::{ProjectionStatus, ReadModels};
+pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};
 pub use rows::{checkpoint_of, Rows, CHECKPOINT_KEY};
+pub use runner::Runner;
 
 use vetted_store::RecordedEvent;
 
@@ -26,6 +36,25 @@ pub enum ProjectionError {
     UnknownProjection(String),
     #[error("{0}")]
     Other(String),
+    /// A stored event could not be folded (unknown type or bad payload): the log needs an
+    /// upcaster, or the projection a fix; the projection stays at the event before it.
+    #[error("event at global position {position} ({event_type}) cannot be projected: {reason}")]
+    BadEvent {
+        position: u64,
+        event_type: String,
+        reason: String,
+    },
+    /// `wait_for` gave up: the projection is behind the position the caller needs.
+    #[error("projection {projection} is at checkpoint {checkpoint}, still short of position {wanted} after {waited_ms} ms; check `GET /v1/projections` for lag or errors")]
+    Lagging {
+        projection: String,
+        checkpoint: u64,
+        wanted: u64,
+        waited_ms: u64,
+    },
+    /// Another rebuild or verify of the same projection is running; wait for it to finish.
+    #[error("projection {0} is already being rebuilt or verified; wait for that run to finish")]
+    RebuildInProgress(String),
 }
 
 /// A named read model fed by the log.
@@ -38,4 +67,17 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Folds one event into the read model. Reads see the changes made earlier in the batch.
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// Whether row `key` takes part in `verify`'s digest. Rows written only for side effects
+    /// (an outbox, which a muted rebuild does not write) return `false`.
+    fn in_digest(&self, _key: &[u8]) -> bool {
+        true
+    }
+
+    /// Called when a rebuilt generation replaces the live one, while the live runner is
+    /// paused, before the old tree is dropped: a side-effecting projection copies the rows it
+    /// must not lose (undelivered outbox entries) from `old` to `new`.
+    fn on_switch(&self, _old: &sled::Tree, _new: &sled::Tree) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }

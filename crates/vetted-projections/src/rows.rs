@@ -1,4 +1,5 @@
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -12,16 +13,91 @@ pub const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
 pub struct Rows<'a> {
     tree: &'a sled::Tree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    // Decoded rows changed in this batch, encoded once at commit: a hot row (a dashboard
+    // counter, an applicant's state) touched by many events of a batch is decoded once.
+    typed: HashMap<Vec<u8>, Box<dyn TypedRow>>,
+    muted: bool,
+}
+
+/// A decoded row waiting to be encoded at commit.
+trait TypedRow: Send {
+    fn encode(&self) -> Result<Vec<u8>, ProjectionError>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<T: Serialize + Send + 'static> TypedRow for T {
+    fn encode(&self) -> Result<Vec<u8>, ProjectionError> {
+        serde_json::to_vec(self)
+            .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 impl<'a> Rows<'a> {
     /// Starts an empty batch of changes over `tree`.
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Rows { tree, pending: BTreeMap::new() }
+        Rows {
+            tree,
+            pending: BTreeMap::new(),
+            typed: HashMap::new(),
+            muted: false,
+        }
+    }
+
+    /// Starts a batch for a rebuild: side-effecting projections must not emit (no outbox rows).
+    pub fn muted(tree: &'a sled::Tree) -> Self {
+        Rows {
+            muted: true,
+            ..Rows::new(tree)
+        }
+    }
+
+    /// Whether this batch replays history (rebuild, verify): skip side effects when `true`.
+    pub fn is_muted(&self) -> bool {
+        self.muted
+    }
+
+    /// Reads the JSON row `key` as `T` (`None` if absent), lets `f` change it, and keeps the
+    /// result for the commit (`None` removes the row). Repeated updates of one row in a batch
+    /// decode it once and encode it once.
+    pub fn update_json<T, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let mut slot: Option<T> = match self.typed.remove(key) {
+            Some(row) => match row.into_any().downcast::<T>() {
+                Ok(value) => Some(*value),
+                Err(_) => {
+                    return Err(ProjectionError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: "row updated as two different types in one batch".into(),
+                    })
+                }
+            },
+            None => self.get_json(key)?,
+        };
+        let out = f(&mut slot);
+        match slot {
+            Some(v) => {
+                self.pending.remove(key);
+                self.typed.insert(key.to_vec(), Box::new(v));
+            }
+            None => self.remove(key.to_vec()),
+        }
+        Ok(out)
     }
 
     /// The current value of `key`, pending changes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        if let Some(row) = self.typed.get(key) {
+            return row.encode().map(Some);
+        }
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -32,19 +108,30 @@ impl<'a> Rows<'a> {
     pub fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                ProjectionError::Decode { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }
-            }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ProjectionError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.pending.insert(key.into(), Some(value.into()));
+        let key = key.into();
+        self.typed.remove(&key);
+        self.pending.insert(key, Some(value.into()));
     }
 
     /// Sets `key` to `value` encoded as JSON.
-    pub fn put_json<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) -> Result<(), ProjectionError> {
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<(), ProjectionError> {
         let bytes = serde_json::to_vec(value).map_err(|e| ProjectionError::Other(e.to_string()))?;
         self.put(key, bytes);
         Ok(())
@@ -52,23 +139,29 @@ impl<'a> Rows<'a> {
 
     /// Removes `key`.
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
-        self.pending.insert(key.into(), None);
+        let key = key.into();
+        self.typed.remove(&key);
+        self.pending.insert(key, None);
     }
 
     /// Number of pending changes.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.typed.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.typed.is_empty()
     }
 
     /// Writes every pending change and `checkpoint` in one atomic batch.
     pub fn commit(self, checkpoint: u64) -> Result<(), ProjectionError> {
         let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
+        let mut pending = self.pending;
+        for (k, row) in self.typed {
+            pending.insert(k, Some(row.encode()?));
+        }
+        for (k, v) in pending {
             match v {
                 Some(v) => batch.insert(k, v),
                 None => batch.remove(k),
