@@ -47,6 +47,8 @@ impl Slot {
 
     /// Publishes a newly committed checkpoint to `wait_for` callers.
     pub(crate) fn committed(&self, checkpoint: u64) {
+        // Clear the error first, so whoever wakes on the new checkpoint sees a healthy status.
+        self.set_error(None);
         self.checkpoint.send_if_modified(|cp| {
             let moved = checkpoint > *cp;
             if moved {
@@ -54,7 +56,6 @@ impl Slot {
             }
             moved
         });
-        self.set_error(None);
     }
 
     pub(crate) fn set_error(&self, error: Option<String>) {
