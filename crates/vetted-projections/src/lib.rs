@@ -7,19 +7,33 @@
 //! nor skip an event.
 #![forbid(unsafe_code)]
 
+pub mod applicant_list;
+pub mod applicant_view;
+pub mod dashboard;
 mod digest;
 mod generation;
 mod read_models;
 mod rebuild;
+pub mod replay;
+pub mod reviewer_queue;
 mod rows;
 mod runner;
+#[doc(hidden)]
+pub mod sample;
+pub mod timeline;
+
+pub use applicant_list::{ApplicantListEntry, ApplicantPage, ListFilter, Page};
+pub use applicant_view::{ApplicantFold, ApplicantView, Device, FlowRef};
+pub use dashboard::{Dashboard, DashboardPeriod};
+pub use reviewer_queue::{QueueEntry, ReviewerQueue};
+pub use timeline::{Timeline, TimelineEntry};
 
 pub use digest::{digest_tree, Digest};
 pub use generation::{Generations, META_TREE};
 pub use read_models::{ProjectionStatus, ReadModels};
 pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};
 pub use rows::{checkpoint_of, Rows, CHECKPOINT_KEY};
-pub use runner::Runner;
+pub use runner::{Runner, BATCH};
 
 use vetted_store::RecordedEvent;
 

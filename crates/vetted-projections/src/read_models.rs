@@ -97,6 +97,12 @@ pub struct ReadModels {
 }
 
 impl ReadModels {
+    /// Opens the built-in read models (applicant view, timeline, applicant list, dashboard,
+    /// reviewer queue) over `db`; register side-effecting projectors with [`Self::register`].
+    pub fn open(db: sled::Db) -> Result<Self, ProjectionError> {
+        Self::with_projections(db, crate::applicant_view::read_models())
+    }
+
     /// Opens `projections` over `db`, each on its live generation.
     pub fn with_projections(
         db: sled::Db,

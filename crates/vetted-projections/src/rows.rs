@@ -82,13 +82,15 @@ impl<'a> Rows<'a> {
             },
             None => self.get_json(key)?,
         };
+        let existed = slot.is_some();
         let out = f(&mut slot);
         match slot {
             Some(v) => {
                 self.pending.remove(key);
                 self.typed.insert(key.to_vec(), Box::new(v));
             }
-            None => self.remove(key.to_vec()),
+            None if existed => self.remove(key.to_vec()),
+            None => {}
         }
         Ok(out)
     }

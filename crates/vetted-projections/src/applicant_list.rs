@@ -1,0 +1,271 @@
+//! The applicant list: one small entry per applicant plus secondary indexes by creation time,
+//! status and external user id, for `GET /v1/applicants?status=&externalUserId=` with
+//! creation-range filters and cursor pagination (newest first).
+//!
+//! Rows: `i/<id>` → [`ApplicantListEntry`]; index rows (empty values) `a/<app>/<created>`,
+//! `s/<app>/<STATUS>/<created>` and `x/<app>/<externalUserId>\0<created>`, where `<created>`
+//! is the creation time in big-endian microseconds followed by the 16 id bytes, so every
+//! index sorts by creation time.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
+use vetted_store::RecordedEvent;
+
+use crate::applicant_view::{applicant_of, decode};
+use crate::{Projection, ProjectionError, ReadModels, Rows};
+
+/// Name of the applicant list projection.
+pub const APPLICANT_LIST: &str = "applicant_list";
+
+/// Most entries one page returns.
+pub const MAX_PAGE: usize = 500;
+
+/// One applicant in the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicantListEntry {
+    /// Applicant id.
+    pub id: ApplicantId,
+    /// The application (tenant).
+    pub app_key: String,
+    /// The client's own id for this user.
+    pub external_user_id: String,
+    /// Current status.
+    pub status: ApplicantStatus,
+    /// The reviewer in charge.
+    pub reviewer: Option<String>,
+    /// When the applicant was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Stream version of the last event.
+    pub version: u64,
+}
+
+/// Which applicants to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only applicants in this status.
+    pub status: Option<ApplicantStatus>,
+    /// Only applicants with this external user id.
+    pub external_user_id: Option<String>,
+    /// Only applicants created at or after this moment.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only applicants created at or before this moment.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// Which page to return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries per page (1..=500).
+    pub limit: usize,
+    /// `nextCursor` of the previous page; `None` for the first page.
+    pub cursor: Option<String>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: 50,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of the list; on the wire `{"items":[...],"nextCursor":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicantPage {
+    /// Entries, newest first.
+    pub items: Vec<ApplicantListEntry>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Creation time (BE micros) then id bytes: the sort suffix of every index key.
+fn created_suffix(created_at: DateTime<Utc>, id: &ApplicantId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&(created_at.timestamp_micros().max(0) as u64).to_be_bytes());
+    out.extend_from_slice(id.0.as_bytes());
+    out
+}
+
+fn all_prefix(app: &str) -> Vec<u8> {
+    format!("a/{app}/").into_bytes()
+}
+
+fn status_prefix(app: &str, status: ApplicantStatus) -> Vec<u8> {
+    format!("s/{app}/{}/", status.as_str()).into_bytes()
+}
+
+fn external_prefix(app: &str, external_user_id: &str) -> Vec<u8> {
+    format!("x/{app}/{external_user_id}\0").into_bytes()
+}
+
+fn entry_key(id: &str) -> String {
+    format!("i/{id}")
+}
+
+fn with_suffix(mut prefix: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
+    prefix.extend_from_slice(suffix);
+    prefix
+}
+
+/// The applicant list projection.
+pub struct ApplicantListProjection;
+
+impl Projection for ApplicantListProjection {
+    fn name(&self) -> &'static str {
+        APPLICANT_LIST
+    }
+
+    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let Some(id) = applicant_of(event) else {
+            return Ok(());
+        };
+        let domain_event = decode(event)?;
+        let key = entry_key(id);
+        if let ApplicantEvent::ApplicantCreated {
+            applicant_id,
+            external_user_id,
+            ..
+        } = &domain_event
+        {
+            let entry = ApplicantListEntry {
+                id: *applicant_id,
+                app_key: event.tenant.clone(),
+                external_user_id: external_user_id.clone(),
+                status: ApplicantStatus::Init,
+                reviewer: None,
+                created_at: event.recorded_at,
+                updated_at: event.recorded_at,
+                version: event.stream_version,
+            };
+            let suffix = created_suffix(entry.created_at, &entry.id);
+            let app = &entry.app_key;
+            rows.put(with_suffix(all_prefix(app), &suffix), Vec::new());
+            rows.put(
+                with_suffix(status_prefix(app, entry.status), &suffix),
+                Vec::new(),
+            );
+            rows.put(
+                with_suffix(external_prefix(app, &entry.external_user_id), &suffix),
+                Vec::new(),
+            );
+            rows.update_json::<ApplicantListEntry, _>(key.as_bytes(), |row| *row = Some(entry))?;
+            return Ok(());
+        }
+        let mut moved: Option<(ApplicantStatus, ApplicantListEntry)> = None;
+        rows.update_json::<ApplicantListEntry, _>(key.as_bytes(), |row| {
+            // Events of an applicant whose creation this projection never saw change nothing.
+            let Some(entry) = row.as_mut() else { return };
+            entry.updated_at = event.recorded_at;
+            entry.version = event.stream_version;
+            match &domain_event {
+                ApplicantEvent::StatusChanged { to, .. } if *to != entry.status => {
+                    let from = entry.status;
+                    entry.status = *to;
+                    moved = Some((from, entry.clone()));
+                }
+                ApplicantEvent::ReviewerAssigned { reviewer_id } => {
+                    entry.reviewer = Some(reviewer_id.clone())
+                }
+                ApplicantEvent::ReviewerUnassigned { .. } => entry.reviewer = None,
+                _ => {}
+            }
+        })?;
+        if let Some((from, entry)) = moved {
+            let suffix = created_suffix(entry.created_at, &entry.id);
+            rows.remove(with_suffix(status_prefix(&entry.app_key, from), &suffix));
+            rows.put(
+                with_suffix(status_prefix(&entry.app_key, entry.status), &suffix),
+                Vec::new(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ReadModels {
+    /// Applicants of application `app` matching `filter`, newest first, one page at a time.
+    pub fn list(
+        &self,
+        app: &str,
+        filter: &ListFilter,
+        page: &Page,
+    ) -> Result<ApplicantPage, ProjectionError> {
+        let tree = self.live_tree(APPLICANT_LIST)?;
+        // Scan the most selective index; check the other conditions on the entry.
+        let prefix = match (&filter.external_user_id, filter.status) {
+            (Some(external), _) => external_prefix(app, external),
+            (None, Some(status)) => status_prefix(app, status),
+            (None, None) => all_prefix(app),
+        };
+        let micros = |t: DateTime<Utc>| t.timestamp_micros().max(0) as u64;
+        let low = with_suffix(
+            prefix.clone(),
+            &filter.created_from.map_or(0, micros).to_be_bytes(),
+        );
+        let mut high = match filter.created_to {
+            Some(to) => with_suffix(prefix.clone(), &micros(to).saturating_add(1).to_be_bytes()),
+            None => prefix_end(&prefix),
+        };
+        if let Some(cursor) = &page.cursor {
+            let suffix = hex::decode(cursor).ok().filter(|s| s.len() == 24).ok_or_else(|| {
+                ProjectionError::Other(format!("cursor {cursor} is not a cursor this list returned; start from the first page"))
+            })?;
+            high = high.min(with_suffix(prefix.clone(), &suffix));
+        }
+        let limit = page.limit.clamp(1, MAX_PAGE);
+        let mut items = Vec::new();
+        let mut next_cursor = None;
+        for row in tree.range(low..high).rev() {
+            let (key, _) = row?;
+            let suffix = &key[prefix.len()..];
+            let Some(id) = suffix
+                .get(8..24)
+                .and_then(|b| uuid::Uuid::from_slice(b).ok())
+            else {
+                continue;
+            };
+            let entry_key = entry_key(&id.to_string());
+            let Some(bytes) = tree.get(entry_key.as_bytes())? else {
+                continue;
+            };
+            let entry: ApplicantListEntry =
+                serde_json::from_slice(&bytes).map_err(|e| ProjectionError::Decode {
+                    key: entry_key,
+                    reason: e.to_string(),
+                })?;
+            if filter.status.is_some_and(|s| s != entry.status) {
+                continue;
+            }
+            if items.len() == limit {
+                next_cursor = Some(hex::encode(last_suffix(&items)));
+                break;
+            }
+            items.push(entry);
+        }
+        Ok(ApplicantPage { items, next_cursor })
+    }
+}
+
+fn last_suffix(items: &[ApplicantListEntry]) -> Vec<u8> {
+    items
+        .last()
+        .map(|e| created_suffix(e.created_at, &e.id))
+        .unwrap_or_default()
+}
+
+/// The smallest key above every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}

@@ -1,0 +1,190 @@
+//! The reviewer queue: per reviewer, the applicants assigned to them that await a decision,
+//! oldest assignment first.
+//!
+//! Rows: `rq/<id>` → what the queue knows of the applicant; `q/<app>/<reviewer>\0<assigned
+//! BE micros><id bytes>` → [`QueueEntry`] while the applicant has that reviewer and no decision.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
+use vetted_store::RecordedEvent;
+
+use crate::applicant_view::{applicant_of, decode};
+use crate::{Projection, ProjectionError, ReadModels, Rows};
+
+/// Name of the reviewer queue projection.
+pub const REVIEWER_QUEUE: &str = "reviewer_queue";
+
+/// An applicant waiting for a reviewer's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueEntry {
+    /// Applicant id.
+    pub id: ApplicantId,
+    /// The client's own id for this user.
+    pub external_user_id: String,
+    /// Current status.
+    pub status: ApplicantStatus,
+    /// The reviewer.
+    pub reviewer: String,
+    /// When the reviewer was assigned (the queue's order).
+    pub waiting_since: DateTime<Utc>,
+    /// Unresolved warnings.
+    pub open_warnings: u32,
+}
+
+/// One reviewer's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewerQueue {
+    /// The reviewer.
+    pub reviewer: String,
+    /// Applicants awaiting their decision, oldest first.
+    pub items: Vec<QueueEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tracked {
+    app: String,
+    id: ApplicantId,
+    external_user_id: String,
+    status: ApplicantStatus,
+    reviewer: Option<String>,
+    assigned_at: Option<DateTime<Utc>>,
+    open_warnings: u32,
+}
+
+impl Tracked {
+    /// The queue row this applicant should have now, if any.
+    fn queue_row(&self) -> Option<(Vec<u8>, QueueEntry)> {
+        let reviewer = self.reviewer.as_ref()?;
+        let since = self.assigned_at?;
+        if self.status.is_decided() {
+            return None;
+        }
+        let mut key = reviewer_prefix(&self.app, reviewer);
+        key.extend_from_slice(&(since.timestamp_micros().max(0) as u64).to_be_bytes());
+        key.extend_from_slice(self.id.0.as_bytes());
+        let entry = QueueEntry {
+            id: self.id,
+            external_user_id: self.external_user_id.clone(),
+            status: self.status,
+            reviewer: reviewer.clone(),
+            waiting_since: since,
+            open_warnings: self.open_warnings,
+        };
+        Some((key, entry))
+    }
+}
+
+fn reviewer_prefix(app: &str, reviewer: &str) -> Vec<u8> {
+    format!("q/{app}/{reviewer}\0").into_bytes()
+}
+
+/// The reviewer queue projection.
+pub struct ReviewerQueueProjection;
+
+impl Projection for ReviewerQueueProjection {
+    fn name(&self) -> &'static str {
+        REVIEWER_QUEUE
+    }
+
+    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let Some(id) = applicant_of(event) else {
+            return Ok(());
+        };
+        let domain_event = decode(event)?;
+        let key = format!("rq/{id}");
+        let change = rows.update_json::<Tracked, _>(key.as_bytes(), |row| {
+            if let ApplicantEvent::ApplicantCreated {
+                applicant_id,
+                external_user_id,
+                ..
+            } = &domain_event
+            {
+                *row = Some(Tracked {
+                    app: event.tenant.clone(),
+                    id: *applicant_id,
+                    external_user_id: external_user_id.clone(),
+                    status: ApplicantStatus::Init,
+                    reviewer: None,
+                    assigned_at: None,
+                    open_warnings: 0,
+                });
+                return None;
+            }
+            let t = row.as_mut()?;
+            let before = t.queue_row();
+            match &domain_event {
+                ApplicantEvent::StatusChanged { to, .. } => t.status = *to,
+                ApplicantEvent::ReviewerAssigned { reviewer_id } => {
+                    t.reviewer = Some(reviewer_id.clone());
+                    t.assigned_at = Some(event.recorded_at);
+                }
+                ApplicantEvent::ReviewerUnassigned { .. } => {
+                    t.reviewer = None;
+                    t.assigned_at = None;
+                }
+                ApplicantEvent::WarningRaised { .. } => t.open_warnings += 1,
+                ApplicantEvent::WarningResolved { .. } => {
+                    t.open_warnings = t.open_warnings.saturating_sub(1)
+                }
+                _ => return None,
+            }
+            Some((before, t.queue_row()))
+        })?;
+        if let Some((before, after)) = change {
+            if before != after {
+                if let Some((old_key, _)) = before {
+                    rows.remove(old_key);
+                }
+                if let Some((new_key, entry)) = after {
+                    rows.put_json(new_key, &entry)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadModels {
+    /// Applicants of application `app` awaiting `reviewer`'s decision, oldest first.
+    pub fn reviewer_queue(
+        &self,
+        app: &str,
+        reviewer: &str,
+    ) -> Result<Vec<QueueEntry>, ProjectionError> {
+        let tree = self.live_tree(REVIEWER_QUEUE)?;
+        scan_entries(&tree, &reviewer_prefix(app, reviewer))
+    }
+
+    /// Every reviewer's queue in application `app`, by reviewer id.
+    pub fn reviewer_queues(&self, app: &str) -> Result<Vec<ReviewerQueue>, ProjectionError> {
+        let tree = self.live_tree(REVIEWER_QUEUE)?;
+        let mut queues: Vec<ReviewerQueue> = Vec::new();
+        for entry in scan_entries(&tree, format!("q/{app}/").as_bytes())? {
+            match queues.last_mut() {
+                Some(q) if q.reviewer == entry.reviewer => q.items.push(entry),
+                _ => queues.push(ReviewerQueue {
+                    reviewer: entry.reviewer.clone(),
+                    items: vec![entry],
+                }),
+            }
+        }
+        Ok(queues)
+    }
+}
+
+fn scan_entries(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<QueueEntry>, ProjectionError> {
+    let mut out = Vec::new();
+    for row in tree.scan_prefix(prefix) {
+        let (key, value) = row?;
+        out.push(
+            serde_json::from_slice(&value).map_err(|e| ProjectionError::Decode {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    Ok(out)
+}

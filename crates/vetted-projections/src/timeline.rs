@@ -1,0 +1,129 @@
+//! The timeline: every applicant event as a readable entry — when, who, what, from where.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use vetted_domain::ApplicantId;
+use vetted_store::{ActorKind, RecordedEvent};
+
+use crate::applicant_view::{applicant_of, decode};
+use crate::{Projection, ProjectionError, ReadModels, Rows};
+
+/// Name of the timeline projection.
+pub const TIMELINE: &str = "timeline";
+
+/// Who did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActorRef {
+    /// system, applicant, reviewer, api or admin.
+    pub kind: ActorKind,
+    /// Reviewer id, API key id...; `None` for the system.
+    pub id: Option<String>,
+}
+
+/// One line of an applicant's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// Who did it.
+    pub actor: ActorRef,
+    /// The event type, e.g. `StepPassed`.
+    pub action: String,
+    /// One readable line, e.g. `document_check passed (attempt 1)`.
+    pub summary: String,
+    /// IP address of the actor.
+    pub ip: Option<String>,
+    /// User agent of the actor.
+    pub user_agent: Option<String>,
+    /// Operating system of the actor.
+    pub os: Option<String>,
+    /// Browser of the actor.
+    pub browser: Option<String>,
+    /// Stream version of the event.
+    pub version: u64,
+    /// The event's id, to find it in `GET /v1/applicants/{id}/events`.
+    pub event_id: Uuid,
+}
+
+impl TimelineEntry {
+    /// The entry for one recorded applicant event.
+    pub fn of(event: &RecordedEvent) -> Result<TimelineEntry, ProjectionError> {
+        let actor = &event.actor;
+        Ok(TimelineEntry {
+            at: event.recorded_at,
+            actor: ActorRef {
+                kind: actor.kind,
+                id: actor.id.clone(),
+            },
+            action: event.event_type.clone(),
+            summary: decode(event)?.summary(),
+            ip: actor.ip.clone(),
+            user_agent: actor.user_agent.clone(),
+            os: actor.os.clone(),
+            browser: actor.browser.clone(),
+            version: event.stream_version,
+            event_id: event.event_id,
+        })
+    }
+}
+
+/// An applicant's timeline, oldest first; on the wire `{"items":[...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The entries, in stream order.
+    pub items: Vec<TimelineEntry>,
+}
+
+impl Timeline {
+    /// The timeline of an applicant's recorded events (stream order).
+    pub fn fold(events: &[RecordedEvent]) -> Result<Timeline, ProjectionError> {
+        Ok(Timeline {
+            items: events
+                .iter()
+                .map(TimelineEntry::of)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn prefix(app: &str, id: &str) -> Vec<u8> {
+    format!("tl/{app}/{id}/").into_bytes()
+}
+
+/// The timeline projection: row `tl/<app>/<id>/<BE u64 version>` per event.
+pub struct TimelineProjection;
+
+impl Projection for TimelineProjection {
+    fn name(&self) -> &'static str {
+        TIMELINE
+    }
+
+    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let Some(id) = applicant_of(event) else {
+            return Ok(());
+        };
+        let mut key = prefix(&event.tenant, id);
+        key.extend_from_slice(&event.stream_version.to_be_bytes());
+        rows.put_json(key, &TimelineEntry::of(event)?)
+    }
+}
+
+impl ReadModels {
+    /// The live timeline of applicant `id` of application `app` (empty if unknown to that app).
+    pub fn timeline(&self, app: &str, id: &ApplicantId) -> Result<Timeline, ProjectionError> {
+        let tree = self.live_tree(TIMELINE)?;
+        let mut items = Vec::new();
+        for row in tree.scan_prefix(prefix(app, &id.to_string())) {
+            let (key, value) = row?;
+            items.push(
+                serde_json::from_slice(&value).map_err(|e| ProjectionError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        Ok(Timeline { items })
+    }
+}
