@@ -22,18 +22,31 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// The canonical bytes of `event` that the chain hashes.
 pub fn canonical_bytes(event: &RecordedEvent) -> Vec<u8> {
     let mut doc = serde_json::Map::new();
-    doc.insert("actor".into(), serde_json::to_value(&event.actor).unwrap_or(Value::Null));
+    doc.insert(
+        "actor".into(),
+        serde_json::to_value(&event.actor).unwrap_or(Value::Null),
+    );
     doc.insert(
         "causationId".into(),
-        event.causation_id.map(|c| Value::String(c.to_string())).unwrap_or(Value::Null),
+        event
+            .causation_id
+            .map(|c| Value::String(c.to_string()))
+            .unwrap_or(Value::Null),
     );
-    doc.insert("correlationId".into(), Value::String(event.correlation_id.to_string()));
+    doc.insert(
+        "correlationId".into(),
+        Value::String(event.correlation_id.to_string()),
+    );
     doc.insert("eventId".into(), Value::String(event.event_id.to_string()));
     doc.insert("eventType".into(), Value::String(event.event_type.clone()));
     doc.insert("payload".into(), event.payload.clone());
     doc.insert(
         "recordedAt".into(),
-        Value::String(event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        Value::String(
+            event
+                .recorded_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+        ),
     );
     doc.insert("schemaVersion".into(), Value::from(event.schema_version));
     doc.insert("streamId".into(), Value::String(event.stream_id.clone()));
@@ -122,7 +135,8 @@ mod tests {
     #[test]
     fn key_order_does_not_change_the_hash() {
         let a = event(serde_json::json!({"b": 1, "a": {"y": 2, "x": [3, {"k": 1, "j": 2}]}}));
-        let b = event(serde_json::from_str(r#"{"a":{"x":[3,{"j":2,"k":1}],"y":2},"b":1}"#).unwrap());
+        let b =
+            event(serde_json::from_str(r#"{"a":{"x":[3,{"j":2,"k":1}],"y":2},"b":1}"#).unwrap());
         assert_eq!(compute_hash(GENESIS, &a), compute_hash(GENESIS, &b));
     }
 
@@ -151,8 +165,14 @@ mod tests {
     fn canonical_bytes_are_stable() {
         let a = event(serde_json::json!({"z": "é", "a": null}));
         let text = String::from_utf8(canonical_bytes(&a)).unwrap();
-        assert!(text.starts_with(r#"{"actor":{"kind":"system"},"causationId":null,"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"actor":{"kind":"system"},"causationId":null,"#),
+            "{text}"
+        );
         assert!(text.contains(r#""payload":{"a":null,"z":"é"}"#), "{text}");
-        assert!(text.contains(r#""recordedAt":"2023-11-14T22:13:20.123456Z""#), "{text}");
+        assert!(
+            text.contains(r#""recordedAt":"2023-11-14T22:13:20.123456Z""#),
+            "{text}"
+        );
     }
 }

@@ -39,7 +39,14 @@ pub struct Actor {
 impl Actor {
     /// The system actor (no id, no environment).
     pub fn system() -> Self {
-        Actor { kind: ActorKind::System, id: None, ip: None, user_agent: None, os: None, browser: None }
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+            ip: None,
+            user_agent: None,
+            os: None,
+            browser: None,
+        }
     }
 }
 

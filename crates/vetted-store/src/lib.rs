@@ -11,14 +11,17 @@ pub mod chain;
 pub mod contract;
 mod envelope;
 mod error;
+mod feed;
 pub mod memory;
+mod sealing;
 pub mod sled_store;
 pub mod verify;
 
 pub use envelope::{Actor, ActorKind, NewEvent, RecordedEvent};
 pub use error::StoreError;
-// pub use memory::MemoryStore;
-// pub use sled_store::SledStore;
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+pub use verify::{verify, verify_stream, Mismatch, MismatchReason, VerifyReport};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -76,8 +79,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Reads up to `max` events with global position >= `from_position`, in global order.
     /// Only durable (flushed) events are visible.
-    async fn read_all(&self, from_position: u64, max: usize)
-        -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The current version of `stream`, or `None` if it has no events.
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;

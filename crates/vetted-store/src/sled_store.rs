@@ -1,1 +1,508 @@
-//! In-memory backend (tests). TODO(store helper)
+//! The durable embedded backend on sled.
+//!
+//! Layout (all integer keys big-endian `u64`, so byte order is numeric order):
+//! - `events`: global position → JSON [`RecordedEvent`];
+//! - `streams`: stream id bytes, `0x00`, version → global position;
+//! - `stream_heads`: stream id bytes → version followed by the last event's hash (hex).
+//!
+//! One writer thread owns position allocation, the stream heads, the writes and the flush.
+//! Appenders queue requests; the writer takes everything queued (group commit), writes the
+//! accepted appends, flushes once, then publishes the new durable head and acknowledges.
+//! Readers never look past the published head, so no reader sees position 11 while 10 is in
+//! flight.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sled::{Batch, IVec, Tree};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::sealing::{self, StreamHead};
+use crate::{
+    chain, feed, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+    StoreError,
+};
+
+/// Appends waiting for the writer; beyond this, appenders wait for room (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+/// Most events one group commit writes, so a flood of appends still gets acknowledged steadily.
+const MAX_GROUP_EVENTS: usize = 16_384;
+
+/// The durable, embedded event store. Cheap to clone (clones share one writer).
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Trees {
+    events: Tree,
+    streams: Tree,
+    stream_heads: Tree,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    /// `None` only while dropping, so the writer sees the channel close before it is joined.
+    appends: Option<mpsc::Sender<AppendRequest>>,
+    durable: watch::Receiver<u64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish the group in hand and exit; joining it means
+        // the database files are released when the last handle goes (reopen works at once).
+        self.appends.take();
+        let handle = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the event store writer thread panicked");
+            }
+        }
+    }
+}
+
+struct AppendRequest {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            StoreError::Unavailable(format!(
+                "could not open the sled database in {}: {e} (is another vetted process using it?)",
+                dir.display()
+            ))
+        })?;
+        Self::with_db(db)
+    }
+
+    /// Uses an already open sled database (projections keep their trees in the same one).
+    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
+        let trees = Trees {
+            events: db.open_tree("events")?,
+            streams: db.open_tree("streams")?,
+            stream_heads: db.open_tree("stream_heads")?,
+        };
+        let (heads, last_position) = recover(&db, &trees)?;
+        let (durable_tx, durable_rx) = watch::channel(last_position);
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer {
+            db: db.clone(),
+            trees: trees.clone(),
+            heads,
+            next_position: last_position + 1,
+            durable: durable_tx,
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("vetted-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "could not start the event store writer thread: {e}"
+                ))
+            })?;
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                appends: Some(tx),
+                durable: durable_rx,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The sled database, for trees that must be written atomically beside the log's readers.
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// The raw `events` tree, so tests can tamper with stored bytes.
+    #[doc(hidden)]
+    pub fn raw_events_tree(&self) -> Tree {
+        self.inner.trees.events.clone()
+    }
+
+    fn durable_head(&self) -> u64 {
+        *self.inner.durable.borrow()
+    }
+}
+
+/// Rebuilds the stream heads and the last position from disk, indexing any events whose
+/// index writes a crash cut off (events are written before their index, so only the newest
+/// events can be unindexed).
+fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>, u64), StoreError> {
+    let mut heads = HashMap::new();
+    for entry in trees.stream_heads.iter() {
+        let (key, value) = entry?;
+        let stream = String::from_utf8(key.to_vec())
+            .map_err(|_| corrupt("stream_heads", "stream id is not UTF-8"))?;
+        heads.insert(stream, decode_head(&value)?);
+    }
+    let last_position = match trees.events.last()? {
+        Some((key, _)) => {
+            decode_u64(&key).ok_or_else(|| corrupt("events", "key is not a big-endian u64"))?
+        }
+        None => 0,
+    };
+    let mut unindexed = Vec::new();
+    for entry in trees.events.iter().rev() {
+        let (key, value) = entry?;
+        let event = decode_event(&key, &value)?;
+        let covered = heads
+            .get(&event.stream_id)
+            .is_some_and(|h| h.version >= event.stream_version);
+        if covered {
+            break;
+        }
+        unindexed.push(event);
+    }
+    if !unindexed.is_empty() {
+        tracing::warn!(
+            count = unindexed.len(),
+            "indexing events whose index a crash cut off"
+        );
+        for event in unindexed.into_iter().rev() {
+            trees.streams.insert(
+                stream_key(&event.stream_id, event.stream_version),
+                &event.global_position.to_be_bytes(),
+            )?;
+            let head = StreamHead {
+                version: event.stream_version,
+                hash: event.hash.clone(),
+            };
+            trees
+                .stream_heads
+                .insert(event.stream_id.as_bytes(), encode_head(&head))?;
+            heads.insert(event.stream_id, head);
+        }
+        db.flush()?;
+    }
+    Ok((heads, last_position))
+}
+
+/// The writer thread's state: the only place positions are handed out.
+struct Writer {
+    db: sled::Db,
+    trees: Trees,
+    heads: HashMap<String, StreamHead>,
+    next_position: u64,
+    durable: watch::Sender<u64>,
+    /// Set after a failed write: the on-disk state is unknown, so refuse appends until reopened.
+    failed: Option<String>,
+}
+
+/// An append the writer accepted into the current group, waiting for the flush.
+struct Accepted {
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+    result: AppendResult,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut events = first.events.len();
+            let mut group = vec![first];
+            while events < MAX_GROUP_EVENTS {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        events += request.events.len();
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn commit(&mut self, group: Vec<AppendRequest>) {
+        if let Some(reason) = &self.failed {
+            for request in group {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let recorded_at = chain::truncate_to_micros(Utc::now());
+        let mut staged: HashMap<String, StreamHead> = HashMap::new();
+        let mut position = self.next_position;
+        let mut accepted = Vec::with_capacity(group.len());
+        let (mut events, mut streams, mut stream_heads) =
+            (Batch::default(), Batch::default(), Batch::default());
+        for request in group {
+            let AppendRequest {
+                stream,
+                expected,
+                events: new_events,
+                reply,
+            } = request;
+            if new_events.is_empty() {
+                let _ = reply.send(Err(StoreError::EmptyAppend));
+                continue;
+            }
+            let head = staged.get(&stream).or_else(|| self.heads.get(&stream));
+            if let Err(e) = sealing::check_expected(&stream, expected, head.map(|h| h.version)) {
+                let _ = reply.send(Err(e));
+                continue;
+            }
+            let (recorded, new_head) =
+                sealing::seal_append(&stream, head, new_events, position, recorded_at);
+            let encoded: Result<Vec<Vec<u8>>, _> =
+                recorded.iter().map(serde_json::to_vec).collect();
+            let encoded = match encoded {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    let _ = reply.send(Err(StoreError::Backend(format!(
+                        "could not encode an event of stream {stream} ({e}); nothing was written"
+                    ))));
+                    continue;
+                }
+            };
+            for (event, bytes) in recorded.iter().zip(encoded) {
+                events.insert(&event.global_position.to_be_bytes(), bytes);
+                streams.insert(
+                    stream_key(&stream, event.stream_version),
+                    &event.global_position.to_be_bytes(),
+                );
+            }
+            stream_heads.insert(stream.as_bytes(), encode_head(&new_head));
+            let first_position = position;
+            position += recorded.len() as u64;
+            accepted.push(Accepted {
+                reply,
+                result: AppendResult {
+                    first_position,
+                    last_position: position - 1,
+                    stream_version: new_head.version,
+                },
+            });
+            staged.insert(stream, new_head);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        // Events first, then their index: recovery re-indexes a tail of events, never the reverse.
+        let written = self
+            .trees
+            .events
+            .apply_batch(events)
+            .and_then(|()| self.trees.streams.apply_batch(streams))
+            .and_then(|()| self.trees.stream_heads.apply_batch(stream_heads))
+            .and_then(|()| self.db.flush().map(drop));
+        match written {
+            Ok(()) => {
+                self.heads.extend(staged);
+                self.next_position = position;
+                self.durable.send_replace(position - 1);
+                for a in accepted {
+                    let _ = a.reply.send(Ok(a.result));
+                }
+            }
+            Err(e) => {
+                let reason = format!("writing to the sled event store failed ({e}); reopen the store after fixing the disk");
+                tracing::error!("{reason}");
+                for a in accepted {
+                    let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+                self.failed = Some(reason);
+            }
+        }
+    }
+}
+
+fn stream_key(stream: &str, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn encode_head(head: &StreamHead) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + head.hash.len());
+    value.extend_from_slice(&head.version.to_be_bytes());
+    value.extend_from_slice(head.hash.as_bytes());
+    value
+}
+
+fn decode_head(value: &[u8]) -> Result<StreamHead, StoreError> {
+    let version = value
+        .get(..8)
+        .and_then(decode_u64)
+        .ok_or_else(|| corrupt("stream_heads", "value shorter than 8 bytes"))?;
+    let hash = String::from_utf8(value[8..].to_vec())
+        .map_err(|_| corrupt("stream_heads", "hash is not text"))?;
+    Ok(StreamHead { version, hash })
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn decode_event(key: &[u8], value: &[u8]) -> Result<RecordedEvent, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        location: match decode_u64(key) {
+            Some(p) => format!("events tree, global position {p}"),
+            None => "events tree, a key that is not a position".to_string(),
+        },
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt(tree: &str, reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        location: format!("{tree} tree"),
+        reason: reason.to_string(),
+    }
+}
+
+/// Events with global position in `[from, upto]`, at most `max`.
+fn read_range(
+    events: &Tree,
+    from: u64,
+    max: usize,
+    upto: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from = from.max(1);
+    if from > upto || max == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(max.min(1024));
+    for entry in events
+        .range(from.to_be_bytes()..=upto.to_be_bytes())
+        .take(max)
+    {
+        let (key, value): (IVec, IVec) = entry?;
+        out.push(decode_event(&key, &value)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let queue = self.inner.appends.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(AppendRequest {
+                stream: stream.to_string(),
+                expected,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let upto = self.durable_head();
+        let key_len = stream.len() + 9;
+        let mut out = Vec::new();
+        let range = self
+            .inner
+            .trees
+            .streams
+            .range(stream_key(stream, from_version)..=stream_key(stream, u64::MAX));
+        for entry in range {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            // Another stream whose id extends this one with a NUL byte sorts in between.
+            if key.len() != key_len {
+                continue;
+            }
+            let position = decode_u64(&value)
+                .ok_or_else(|| corrupt("streams", "value is not a big-endian u64"))?;
+            if position > upto {
+                break; // in flight: versions after it are too
+            }
+            let Some(bytes) = self.inner.trees.events.get(position.to_be_bytes())? else {
+                return Err(StoreError::Corrupt {
+                    location: format!("events tree, global position {position}"),
+                    reason: format!(
+                        "stream {stream} indexes this position but no event is stored there"
+                    ),
+                });
+            };
+            out.push(decode_event(&position.to_be_bytes(), &bytes)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_range(
+            &self.inner.trees.events,
+            from_position,
+            max,
+            self.durable_head(),
+        )
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let upto = self.durable_head();
+        let key_len = stream.len() + 9;
+        let range = self
+            .inner
+            .trees
+            .streams
+            .range(stream_key(stream, 0)..=stream_key(stream, u64::MAX));
+        for entry in range.rev() {
+            let (key, value) = entry?;
+            if key.len() != key_len {
+                continue;
+            }
+            let position = decode_u64(&value)
+                .ok_or_else(|| corrupt("streams", "value is not a big-endian u64"))?;
+            if position <= upto {
+                return Ok(decode_u64(&key[stream.len() + 1..]));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.durable_head())
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> EventFeed {
+        let events = self.inner.trees.events.clone();
+        let reader = move |from: u64, max: usize, upto: u64| read_range(&events, from, max, upto);
+        feed::follow(Box::new(reader), self.inner.durable.clone(), from_position)
+    }
+}

@@ -1,0 +1,1 @@
+//! The contract suite every backend must pass (being written).
