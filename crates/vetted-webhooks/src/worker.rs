@@ -1,0 +1,358 @@
+//! The delivery loop, in one file: take new outbox rows in, pick due deliveries, seal, sign and
+//! POST them, record the attempt, schedule the next one with jitter (or honour `Retry-After`),
+//! give up into a dead letter, and disable an endpoint that answers 410 Gone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::endpoint::{Endpoint, EndpointDirectory};
+use crate::outbox::{Attempt, Delivery, DeliveryState, Next, Outbox, OutboxError};
+use crate::schedule::DeliveryConfig;
+use crate::seal::seal;
+use crate::signature::signature_header;
+
+/// Why the worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("webhook HTTP client could not start: {0}")]
+    Client(String),
+    /// Delivery state could not be read or written.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Delivers outbox entries to application endpoints.
+pub struct DeliveryWorker {
+    outbox: Outbox,
+    directory: Arc<dyn EndpointDirectory>,
+    config: DeliveryConfig,
+    client: reqwest::Client,
+    endpoint_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A running worker; [`WorkerHandle::stop`] ends it and waits until no request is in flight.
+pub struct WorkerHandle {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+impl WorkerHandle {
+    /// Stops the loop, abandons in-flight requests (they stay pending and are retried after a
+    /// restart, with the same `webhook-id`) and flushes delivery state.
+    pub async fn stop(self) -> Result<(), WorkerError> {
+        let _ = self.shutdown.send(true);
+        self.task
+            .await
+            .map_err(|e| WorkerError::Client(format!("worker task failed: {e}")))?
+    }
+}
+
+/// The result of one HTTP exchange, before it becomes an [`Attempt`].
+struct Exchange {
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    error: Option<String>,
+}
+
+impl DeliveryWorker {
+    /// A worker over `outbox`, finding endpoints in `directory`.
+    pub fn new(
+        outbox: Outbox,
+        directory: Arc<dyn EndpointDirectory>,
+        config: DeliveryConfig,
+    ) -> Result<Self, WorkerError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .pool_max_idle_per_host(config.per_endpoint_concurrency.max(1))
+            // A webhook receiver must answer itself; following redirects would post sealed data elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| WorkerError::Client(e.to_string()))?;
+        Ok(DeliveryWorker {
+            outbox,
+            directory,
+            config,
+            client,
+            endpoint_limits: Mutex::default(),
+        })
+    }
+
+    /// Starts the loop on the current tokio runtime.
+    pub fn spawn(self) -> WorkerHandle {
+        let (shutdown, stopped) = watch::channel(false);
+        let task = tokio::spawn(Arc::new(self).run(stopped));
+        WorkerHandle { shutdown, task }
+    }
+
+    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let wake = self.outbox.wake_handle();
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let mut tasks: JoinSet<u64> = JoinSet::new();
+        let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
+        let result = loop {
+            if *stopped.borrow() {
+                break Ok(());
+            }
+            while let Some(done) = tasks.try_join_next() {
+                if let Ok(id) = done {
+                    in_flight.remove(&id);
+                }
+            }
+            if let Err(e) = self.pick_up(&mut in_flight, &mut tasks) {
+                break Err(e);
+            }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                _ = wake.notified() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(id) = done { in_flight.remove(&id); }
+                }
+                _ = tokio::time::sleep(poll) => {}
+            }
+        };
+        // Abandoned requests stay pending in storage, so nothing is lost.
+        tasks.shutdown().await;
+        self.outbox.flush().await?;
+        result
+    }
+
+    /// Takes new outbox rows in and starts a task for each due delivery, within the global limit.
+    fn pick_up(
+        self: &Arc<Self>,
+        in_flight: &mut HashSet<u64>,
+        tasks: &mut JoinSet<u64>,
+    ) -> Result<(), WorkerError> {
+        while self.outbox.intake(1000)? == 1000 {}
+        let free = self.config.max_in_flight.saturating_sub(in_flight.len());
+        if free == 0 {
+            return Ok(());
+        }
+        for id in self.outbox.due(Utc::now(), free, in_flight)? {
+            in_flight.insert(id);
+            let worker = Arc::clone(self);
+            tasks.spawn(async move {
+                if let Err(e) = worker.deliver(id).await {
+                    tracing::error!(delivery = id, error = %e, "webhook delivery state could not be updated");
+                }
+                id
+            });
+        }
+        Ok(())
+    }
+
+    fn endpoint_limit(&self, app_key: &str) -> Arc<Semaphore> {
+        let mut limits = self
+            .endpoint_limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        limits
+            .entry(app_key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.config.per_endpoint_concurrency.max(1)))
+            })
+            .clone()
+    }
+
+    /// One attempt of one delivery, recorded.
+    async fn deliver(&self, id: u64) -> Result<(), OutboxError> {
+        let Some(delivery) = self.outbox.get(id)? else {
+            return Ok(());
+        };
+        if delivery.state != DeliveryState::Pending {
+            return Ok(());
+        }
+        let app_key = delivery.app_key.clone();
+        if let Some(disabled) = self.outbox.endpoint_disabled(&app_key)? {
+            let error = format!(
+                "endpoint disabled since {} ({}); update the webhook URL, re-enable it and redeliver",
+                disabled.at, disabled.reason
+            );
+            let attempt = Attempt {
+                at: Utc::now(),
+                status_code: None,
+                latency_ms: 0,
+                error: Some(error),
+            };
+            self.outbox.record_attempt(id, attempt, Next::Dead)?;
+            return Ok(());
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let exchange = match self.directory.endpoint(&app_key) {
+            None => Exchange {
+                status: None,
+                retry_after: None,
+                error: Some(format!(
+                    "application {app_key} has no webhook URL; set one (retries continue)"
+                )),
+            },
+            Some(endpoint) => {
+                let limit = self.endpoint_limit(&app_key);
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = limit.acquire_owned().await.ok();
+                self.post(&delivery, &endpoint).await
+            }
+        };
+        let latency_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let status = exchange.status;
+        let attempt = Attempt {
+            at: started_at,
+            status_code: status,
+            latency_ms,
+            error: exchange.error,
+        };
+        let next = match status {
+            Some(code) if (200..300).contains(&code) => Next::Delivered,
+            Some(410) => {
+                let reason = format!("410 Gone from the endpoint of application {app_key}");
+                self.outbox.disable_endpoint(&app_key, &reason)?;
+                tracing::warn!(
+                    app_key,
+                    delivery = id,
+                    "endpoint answered 410 Gone: disabled"
+                );
+                Next::Dead
+            }
+            _ => match self
+                .config
+                .next_delay(delivery.attempts_in_round() + 1, exchange.retry_after)
+            {
+                Some(delay) => Next::RetryAt(Utc::now() + delay),
+                None => Next::Dead,
+            },
+        };
+        if next == Next::Dead {
+            tracing::warn!(
+                app_key,
+                delivery = id,
+                attempts = delivery.attempts_in_round() + 1,
+                "webhook is a dead letter"
+            );
+        }
+        self.outbox.record_attempt(id, attempt, next)?;
+        Ok(())
+    }
+
+    /// Seals, signs and POSTs one delivery; never fails, the outcome says what happened.
+    async fn post(&self, delivery: &Delivery, endpoint: &Endpoint) -> Exchange {
+        let failed = |error: String| Exchange {
+            status: None,
+            retry_after: None,
+            error: Some(error),
+        };
+        let payload = match serde_json::to_vec(&delivery.notification) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("payload could not be encoded: {e}")),
+        };
+        let data = match seal(&endpoint.crypto_key, &payload) {
+            Ok(d) => d,
+            Err(e) => return failed(e.to_string()),
+        };
+        let body = serde_json::json!({ "data": data }).to_string().into_bytes();
+        let now = Utc::now();
+        let timestamp = now.timestamp();
+        let signature = signature_header(
+            endpoint.signing_secrets(now),
+            &delivery.webhook_id,
+            timestamp,
+            &body,
+        );
+
+        let mut headers = HeaderMap::new();
+        // Custom headers first: Endpoint refuses reserved names, and ours are inserted after anyway.
+        for (name, value) in &endpoint.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        let ours = [
+            ("webhook-id", delivery.webhook_id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ];
+        for (name, value) in ours {
+            match HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    headers.insert(name, v);
+                }
+                Err(e) => return failed(format!("header {name} is not valid: {e}")),
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+
+        let request = self
+            .client
+            .post(endpoint.url.clone())
+            .headers(headers)
+            .timeout(Duration::from_millis(self.config.request_timeout_ms))
+            .body(body);
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v.to_str().ok()?));
+                // Reading the (small) body lets the connection go back to the pool.
+                let _ = response.bytes().await;
+                let error =
+                    (!(200..300).contains(&status)).then(|| format!("endpoint answered {status}"));
+                Exchange {
+                    status: Some(status),
+                    retry_after,
+                    error,
+                }
+            }
+            Err(e) => failed(error_chain(&e)),
+        }
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+/// An error with its causes ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let d = parse_retry_after(&later).unwrap();
+        assert!(
+            d > Duration::from_secs(80) && d <= Duration::from_secs(90),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
