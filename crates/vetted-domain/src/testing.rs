@@ -15,7 +15,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
-use crate::applicant::{fold, Applicant};
+use crate::applicant::{fold, Applicant, DecisionKind};
 use crate::command::{Command, Context, StepOutcome};
 use crate::error::DomainError;
 use crate::event::ApplicantEvent;
@@ -282,6 +282,56 @@ pub fn all_passed_manual() -> Vec<ApplicantEvent> {
     events
 }
 
+/// `AssignReviewer`.
+pub fn assign(reviewer: &str) -> Command {
+    Command::AssignReviewer {
+        reviewer_id: reviewer.into(),
+    }
+}
+
+/// `Decide` approve by the assigned reviewer.
+pub fn approve() -> Command {
+    Command::Decide {
+        decision: DecisionKind::Approve,
+        reviewer_id: None,
+        reasons: vec![],
+        comment: None,
+    }
+}
+
+/// `Decide` decline by the assigned reviewer for `reason`.
+pub fn decline(reason: &str) -> Command {
+    Command::Decide {
+        decision: DecisionKind::Decline,
+        reviewer_id: None,
+        reasons: vec![reason.into()],
+        comment: None,
+    }
+}
+
+/// The history that running `commands` in order produces (each decided at `now()`).
+///
+/// Panics if one is refused: a history built from commands is always one `decide` accepts.
+#[track_caller]
+pub fn after(commands: impl IntoIterator<Item = Command>) -> Vec<ApplicantEvent> {
+    let ctx = Context { now: now() };
+    let mut history = Vec::new();
+    let mut state = Applicant::default();
+    for command in commands {
+        let described = command.describe();
+        match crate::decide::decide(&state, command, &ctx) {
+            Ok(events) => {
+                for event in events {
+                    state = crate::applicant::evolve(state, &event);
+                    history.push(event);
+                }
+            }
+            Err(e) => panic!("building the history, `{described}` was refused: {e}"),
+        }
+    }
+    history
+}
+
 /// Start of a rule: the applicant's history.
 pub fn given(history: impl IntoIterator<Item = ApplicantEvent>) -> Given {
     Given {
@@ -363,6 +413,11 @@ impl When {
                 e
             }
         }
+    }
+
+    /// The events, or the refusal, as they came.
+    pub fn events(self) -> Result<Vec<ApplicantEvent>, DomainError> {
+        self.result
     }
 
     /// Asserts the command was accepted and the applicant ends in `status`; returns the events.
