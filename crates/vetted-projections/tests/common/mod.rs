@@ -104,3 +104,66 @@ pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A log recorded over past days (from `vetted_projections::sample::record`), served
+/// read-only: what a store holds after weeks of traffic, for offline rebuilds in tests.
+pub struct HistoricalLog {
+    pub events: Vec<RecordedEvent>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for HistoricalLog {
+    async fn append(
+        &self,
+        _stream: &str,
+        _expected: ExpectedVersion,
+        _events: Vec<NewEvent>,
+    ) -> Result<vetted_store::AppendResult, vetted_store::StoreError> {
+        Err(vetted_store::StoreError::Backend(
+            "the historical log is read-only".into(),
+        ))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, vetted_store::StoreError> {
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| e.stream_id == stream && e.stream_version >= from_version)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, vetted_store::StoreError> {
+        let start = (from.max(1) - 1) as usize;
+        Ok(self.events.iter().skip(start).take(max).cloned().collect())
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, vetted_store::StoreError> {
+        Ok(self
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.stream_id == stream)
+            .map(|e| e.stream_version))
+    }
+
+    async fn head(&self) -> Result<u64, vetted_store::StoreError> {
+        Ok(self.events.len() as u64)
+    }
+
+    fn subscribe_all(&self, from: u64) -> vetted_store::EventFeed {
+        let start = (from.max(1) - 1) as usize;
+        let events: Vec<_> = self.events.iter().skip(start).cloned().map(Ok).collect();
+        Box::pin(futures::stream::iter(events))
+    }
+}
