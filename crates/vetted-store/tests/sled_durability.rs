@@ -70,3 +70,82 @@ async fn acknowledged_events_survive_a_reopen_with_their_hashes_and_the_chain_co
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
     assert_eq!((report.streams, report.events), (2, 8));
 }
+
+#[tokio::test]
+async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let written = {
+        let store = SledStore::open(dir.path()).expect("open");
+        store
+            .append(
+                "applicant-a",
+                ExpectedVersion::NoStream,
+                vec![step_passed(0)],
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                "applicant-a",
+                ExpectedVersion::Exact(0),
+                vec![step_passed(1), step_passed(2)],
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                "applicant-b",
+                ExpectedVersion::NoStream,
+                vec![step_passed(0)],
+            )
+            .await
+            .expect("append");
+        store.read_all(1, 100).await.expect("read")
+    };
+    {
+        // What a crash between the events write and the index writes leaves behind:
+        // the last group's events are stored, its index entries and heads are not.
+        let db = sled::open(dir.path()).expect("raw open");
+        let streams = db.open_tree("streams").expect("tree");
+        let heads = db.open_tree("stream_heads").expect("tree");
+        let key =
+            |stream: &str, version: u64| [stream.as_bytes(), &[0], &version.to_be_bytes()].concat();
+        streams.remove(key("applicant-a", 1)).expect("remove");
+        streams.remove(key("applicant-a", 2)).expect("remove");
+        streams.remove(key("applicant-b", 0)).expect("remove");
+        let mut head_a = 0u64.to_be_bytes().to_vec();
+        head_a.extend_from_slice(written[0].hash.as_bytes());
+        heads.insert("applicant-a", head_a).expect("insert");
+        heads.remove("applicant-b").expect("remove");
+        db.flush().expect("flush");
+    }
+
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.stream_version("applicant-a").await.expect("version"),
+        Some(2)
+    );
+    assert_eq!(
+        store.stream_version("applicant-b").await.expect("version"),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .read_stream("applicant-a", 0, 10)
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
+    let next = store
+        .append(
+            "applicant-a",
+            ExpectedVersion::Exact(2),
+            vec![step_passed(3)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(next.first_position, 5);
+    let report = verify(&store).await.expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_mismatch);
+}
