@@ -80,6 +80,9 @@ impl EventCodec for ApplicationEvent {
 }
 
 impl ApplicationEvent {
+    /// Every application event type name.
+    pub const TYPES: &'static [&'static str] = <Self as EventCodec>::TYPES;
+
     /// The event type (the variant name).
     pub fn event_type(&self) -> &'static str {
         match self {
@@ -146,6 +149,9 @@ impl EventCodec for FlowEvent {
 }
 
 impl FlowEvent {
+    /// Every flow event type name.
+    pub const TYPES: &'static [&'static str] = <Self as EventCodec>::TYPES;
+
     /// The event type (the variant name).
     pub fn event_type(&self) -> &'static str {
         match self {

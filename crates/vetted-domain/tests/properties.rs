@@ -8,8 +8,8 @@ use serde_json::json;
 use uuid::Uuid;
 use vetted_domain::testing::{create, kyc_basic, kyc_basic_v2, kyc_manual, now, warning};
 use vetted_domain::{
-    decide, derived_status, evolve, fold, Applicant, ApplicantEvent, ApplicantStatus, Command, Context, DecisionKind,
-    StepOutcome, StepType,
+    decide, derived_status, evolve, fold, Applicant, ApplicantEvent, ApplicantStatus, Command,
+    Context, DecisionKind, StepOutcome, StepType,
 };
 
 fn step() -> impl Strategy<Value = StepType> {
@@ -17,21 +17,34 @@ fn step() -> impl Strategy<Value = StepType> {
 }
 
 fn reviewer() -> impl Strategy<Value = Option<String>> {
-    proptest::option::of(proptest::sample::select(vec!["rev-1".to_string(), "rev-2".to_string()]))
+    proptest::option::of(proptest::sample::select(vec![
+        "rev-1".to_string(),
+        "rev-2".to_string(),
+    ]))
 }
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::StartVerification),
-        (step(), any::<bool>(), 0.0f64..100.0, proptest::option::of(1u32..5)).prop_map(|(step, ok, score, attempt)| {
-            Command::SubmitStepResult {
-                step,
-                outcome: if ok { StepOutcome::Passed } else { StepOutcome::Failed },
-                data: json!({ "score": score }),
-                attempt,
-                reason: None,
-            }
-        }),
+        (
+            step(),
+            any::<bool>(),
+            0.0f64..100.0,
+            proptest::option::of(1u32..5)
+        )
+            .prop_map(|(step, ok, score, attempt)| {
+                Command::SubmitStepResult {
+                    step,
+                    outcome: if ok {
+                        StepOutcome::Passed
+                    } else {
+                        StepOutcome::Failed
+                    },
+                    data: json!({ "score": score }),
+                    attempt,
+                    reason: None,
+                }
+            }),
         (step(), any::<bool>()).prop_map(|(step, off)| if off {
             Command::DeactivateStep { step, reason: None }
         } else {
@@ -43,21 +56,36 @@ fn command() -> impl Strategy<Value = Command> {
             message: "found".into(),
             step,
         }),
-        (0u128..4).prop_map(|n| Command::ResolveWarning { id: warning(n), comment: None }),
+        (0u128..4).prop_map(|n| Command::ResolveWarning {
+            id: warning(n),
+            comment: None
+        }),
         reviewer().prop_map(|r| match r {
             Some(reviewer_id) => Command::AssignReviewer { reviewer_id },
             None => Command::UnassignReviewer,
         }),
-        (0u128..3).prop_map(|n| Command::AddComment { id: Uuid::from_u128(n), text: "note".into(), author: None }),
+        (0u128..3).prop_map(|n| Command::AddComment {
+            id: Uuid::from_u128(n),
+            text: "note".into(),
+            author: None
+        }),
         (any::<bool>(), reviewer()).prop_map(|(ok, reviewer_id)| Command::Decide {
-            decision: if ok { DecisionKind::Approve } else { DecisionKind::Decline },
+            decision: if ok {
+                DecisionKind::Approve
+            } else {
+                DecisionKind::Decline
+            },
             reviewer_id,
             reasons: vec!["checked".into()],
             comment: None,
         }),
         Just(Command::RestartFlow),
-        Just(Command::ChangeFlow { flow: kyc_basic_v2() }),
-        (0i64..60).prop_map(|days| Command::ScheduleDeletion { grace: Duration::days(days) }),
+        Just(Command::ChangeFlow {
+            flow: kyc_basic_v2()
+        }),
+        (0i64..60).prop_map(|days| Command::ScheduleDeletion {
+            grace: Duration::days(days)
+        }),
         Just(Command::CancelDeletion),
     ]
 }
