@@ -1,0 +1,504 @@
+//! [`JetStreamStore`]: the event log kept in a JetStream stream.
+//!
+//! - One subject per log stream: `vetted.log.<stream id>`; the JetStream sequence is the
+//!   global position, so `head()` is the stream's last sequence. Messages are never deleted
+//!   (the stream denies delete and purge), so positions have no gaps.
+//! - Optimistic concurrency with `Nats-Expected-Last-Subject-Sequence`: the writer reads the
+//!   subject's last message (its sequence, stream version and hash) and publishes expecting
+//!   exactly that sequence; the server refuses with `WrongLastSequence` (10071) if another
+//!   writer got in first.
+//! - `Nats-Msg-Id` is the event id, so re-publishing after a lost ack is deduplicated by the
+//!   server instead of stored twice.
+//! - A multi-event append publishes the events one by one, each expecting the previous one's
+//!   sequence. JetStream 2.9 has no atomic batch publish, so a crash (or another node's writer
+//!   slipping in) between two events leaves a prefix of the batch stored. Every stored event is
+//!   still a valid link of the stream (contiguous versions, intact hash chain) and carries
+//!   `Vetted-Batch-Index`/`Vetted-Batch-Size`, so readers see a well-formed but shorter stream;
+//!   the writer gets an error saying how many events were written and must re-read and decide
+//!   again. Within one process, appends to the same stream are serialised so they never
+//!   interleave.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::time::Instant;
+use vetted_store::{
+    chain, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+};
+
+use crate::subjects::{self, HEADER_BATCH_INDEX, HEADER_BATCH_SIZE, HEADER_HASH, HEADER_STREAM_VERSION};
+
+/// Appends to the same stream are serialised through one of these many locks (by hash).
+const APPEND_LOCKS: usize = 256;
+/// A read that gets no message for this long while more are known to exist gives up.
+const READ_STALL: Duration = Duration::from_secs(10);
+
+/// Where and how the log is kept in JetStream.
+#[derive(Debug, Clone)]
+pub struct JetStreamStoreConfig {
+    /// JetStream stream name (default `VETTED_LOG`).
+    pub stream: String,
+    /// Subject prefix; the stream captures `<prefix>.>` (default `vetted.log`).
+    pub subject_prefix: String,
+    /// Replicas: 1 on a single node, 3 in a cluster (an ack then means a quorum has it on disk).
+    pub replicas: usize,
+    /// How long an append keeps re-publishing an event whose ack did not come back
+    /// (leader election, node restart) before reporting the store unavailable.
+    pub publish_retry_for: Duration,
+    /// Server-side dedup window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+}
+
+impl Default for JetStreamStoreConfig {
+    fn default() -> Self {
+        JetStreamStoreConfig {
+            stream: subjects::LOG_STREAM.into(),
+            subject_prefix: subjects::LOG_PREFIX.into(),
+            replicas: 1,
+            publish_retry_for: Duration::from_secs(20),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The log in a JetStream stream; see the module docs for how it maps onto JetStream.
+#[derive(Clone)]
+pub struct JetStreamStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    js: jetstream::Context,
+    config: JetStreamStoreConfig,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// What the subject's last message says about the stream.
+struct Tail {
+    sequence: u64,
+    version: u64,
+    hash: String,
+}
+
+impl JetStreamStore {
+    /// Connects to `urls` (comma-separated) and opens (creating if missing) the log stream.
+    pub async fn connect(urls: &str, config: JetStreamStoreConfig) -> Result<Self, StoreError> {
+        let client = crate::connect(urls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Self::open(client, config).await
+    }
+
+    /// Opens (creating if missing) the log stream over an existing connection.
+    pub async fn open(client: async_nats::Client, config: JetStreamStoreConfig) -> Result<Self, StoreError> {
+        let js = jetstream::new(client);
+        let stream_config = stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window,
+            // The log is append-only: refusing deletes and purges keeps positions gap-free.
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        // A fresh cluster may still be electing its meta leader: retry for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match js.get_or_create_stream(stream_config.clone()).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "log stream not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot open JetStream stream {}: {e}; is JetStream enabled (-js) and the cluster up?",
+                        config.stream
+                    )))
+                }
+            }
+        }
+        let locks = (0..APPEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(JetStreamStore { inner: Arc::new(Inner { js, config, locks }) })
+    }
+
+    /// The JetStream context this store uses (for tests and tooling).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &JetStreamStoreConfig {
+        &self.inner.config
+    }
+}
+
+impl Inner {
+    fn subject(&self, stream_id: &str) -> String {
+        subjects::log_subject(&self.config.subject_prefix, stream_id)
+    }
+
+    fn lock_for(&self, stream_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        stream_id.hash(&mut h);
+        &self.locks[(h.finish() as usize) % self.locks.len()]
+    }
+
+    async fn stream(&self) -> Result<stream::Stream<()>, StoreError> {
+        self.js
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("JetStream stream {}: {e}", self.config.stream)))
+    }
+
+    /// The last message on `subject`, or `None` if the stream has no events.
+    async fn tail(&self, subject: &str) -> Result<Option<Tail>, StoreError> {
+        let stream = self.stream().await?;
+        let message = match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(StoreError::Unavailable(format!("reading the head of {subject}: {e}"))),
+        };
+        let version = header_u64(&message.headers, HEADER_STREAM_VERSION);
+        let hash = message.headers.get(HEADER_HASH).map(|v| v.as_str().to_string());
+        match (version, hash) {
+            (Some(version), Some(hash)) => Ok(Some(Tail { sequence: message.sequence, version, hash })),
+            // Headers are a copy of the body: fall back to the body if they are missing.
+            _ => {
+                let event = decode(&message.subject, message.sequence, &message.payload)?;
+                Ok(Some(Tail { sequence: message.sequence, version: event.stream_version, hash: event.hash }))
+            }
+        }
+    }
+
+    /// Publishes one event expecting `expected_subject_sequence`, re-publishing the same
+    /// message (same `Nats-Msg-Id`) while acks are lost, until `publish_retry_for` elapses.
+    async fn publish(
+        &self,
+        subject: &str,
+        event: &RecordedEvent,
+        expected_subject_sequence: u64,
+        batch: (usize, usize),
+    ) -> Result<jetstream::publish::PublishAck, PublishFailure> {
+        let body = serde_json::to_vec(event).map_err(|e| PublishFailure::Other(e.to_string()))?;
+        let body = bytes::Bytes::from(body);
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_STREAM_VERSION, event.stream_version.to_string().as_str());
+        headers.insert(HEADER_HASH, event.hash.as_str());
+        headers.insert(HEADER_BATCH_INDEX, batch.0.to_string().as_str());
+        headers.insert(HEADER_BATCH_SIZE, batch.1.to_string().as_str());
+        let deadline = Instant::now() + self.config.publish_retry_for;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(body.clone())
+                .headers(headers.clone())
+                .message_id(event.event_id.to_string())
+                .expected_last_subject_sequence(expected_subject_sequence);
+            let outcome = match self.js.send_publish(subject.to_string(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) => return Ok(ack),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Err(PublishFailure::Conflict),
+                Err(e) if Instant::now() >= deadline => return Err(PublishFailure::Unavailable(e.to_string())),
+                Err(e) => {
+                    // Lost ack, no responders during a leader election, or a reconnect: the
+                    // same Nats-Msg-Id makes the retry harmless if the first attempt was stored.
+                    tracing::debug!(error = %e, %subject, "publish not acknowledged; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Reads up to `max` messages matching `filter` with sequences in `start..=last`, in order.
+    ///
+    /// `last` is read before the consumer is created (the subject's or the stream's last
+    /// sequence), so the read ends at a known point instead of trusting the consumer's
+    /// pending count.
+    async fn read_range(
+        &self,
+        filter: String,
+        start: u64,
+        last: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let start = start.max(1);
+        if max == 0 || start > last {
+            return Ok(Vec::new());
+        }
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("reading {filter}: {e}"));
+        let stream = self.stream().await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let name = consumer.cached_info().name.clone();
+        let mut out = Vec::new();
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        loop {
+            let next = tokio::time::timeout(READ_STALL, messages.next())
+                .await
+                .map_err(|_| unavailable(&format!("no message for {READ_STALL:?} before sequence {last}")))?;
+            let Some(message) = next else { break };
+            let message = message.map_err(|e| unavailable(&e))?;
+            let sequence = message.info().map_err(|e| StoreError::Backend(e.to_string()))?.stream_sequence;
+            if sequence > last {
+                break;
+            }
+            out.push(decode(&message.subject, sequence, &message.payload)?);
+            if out.len() >= max || sequence == last {
+                break;
+            }
+        }
+        drop(messages);
+        // Ordered consumers expire on their own; deleting now just frees the server sooner.
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+        Ok(out)
+    }
+
+    /// The stream's last sequence: the log's head.
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        let stream = self.stream().await?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("JetStream stream {} info: {e}", self.config.stream)))?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+enum PublishFailure {
+    Conflict,
+    Unavailable(String),
+    Other(String),
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name).and_then(|v| v.as_str().parse().ok())
+}
+
+/// Decodes a stored message; its JetStream sequence is the global position.
+fn decode(subject: &str, sequence: u64, payload: &[u8]) -> Result<RecordedEvent, StoreError> {
+    let mut event: RecordedEvent = serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+        location: format!("JetStream message {sequence} on {subject}"),
+        reason: e.to_string(),
+    })?;
+    event.global_position = sequence;
+    Ok(event)
+}
+
+#[async_trait]
+impl EventStore for JetStreamStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let inner = &self.inner;
+        let subject = inner.subject(stream_id);
+        let _serialised = inner.lock_for(stream_id).lock().await;
+        'attempt: loop {
+            let tail = inner.tail(&subject).await?;
+            let actual = tail.as_ref().map(|t| t.version);
+            let matches = match expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::Exact(v) => actual == Some(v),
+            };
+            if !matches {
+                return Err(StoreError::WrongExpectedVersion { stream: stream_id.to_string(), expected, actual });
+            }
+            let (mut expected_sequence, mut prev_hash, first_version) = match &tail {
+                None => (0, chain::GENESIS.to_string(), 0),
+                Some(t) => (t.sequence, t.hash.clone(), t.version + 1),
+            };
+            let recorded_at = chain::truncate_to_micros(chrono::Utc::now());
+            let total = events.len();
+            let mut first_position = 0;
+            for (i, new) in events.iter().enumerate() {
+                let mut event = RecordedEvent {
+                    // The JetStream sequence, known only after the ack, is the position.
+                    global_position: 0,
+                    stream_id: stream_id.to_string(),
+                    stream_version: first_version + i as u64,
+                    event_id: new.event_id,
+                    event_type: new.event_type.clone(),
+                    schema_version: new.schema_version,
+                    recorded_at,
+                    tenant: new.tenant.clone(),
+                    actor: new.actor.clone(),
+                    correlation_id: new.correlation_id,
+                    causation_id: new.causation_id,
+                    payload: new.payload.clone(),
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                };
+                chain::seal(&mut event, &prev_hash);
+                match inner.publish(&subject, &event, expected_sequence, (i, total)).await {
+                    Ok(ack) => {
+                        if i == 0 {
+                            first_position = ack.sequence;
+                        }
+                        expected_sequence = ack.sequence;
+                        prev_hash = event.hash;
+                    }
+                    Err(PublishFailure::Conflict) if i == 0 => {
+                        // Another writer appended between our read and our publish.
+                        if expected == ExpectedVersion::Any {
+                            continue 'attempt;
+                        }
+                        let actual = inner.tail(&subject).await?.map(|t| t.version);
+                        return Err(StoreError::WrongExpectedVersion {
+                            stream: stream_id.to_string(),
+                            expected,
+                            actual,
+                        });
+                    }
+                    Err(failure) => {
+                        let why = match failure {
+                            PublishFailure::Conflict => "another writer appended to the stream".to_string(),
+                            PublishFailure::Unavailable(e) => e,
+                            PublishFailure::Other(e) => e,
+                        };
+                        let written = if i == 0 {
+                            String::new()
+                        } else {
+                            format!(" after {i} of {total} events were stored (re-read the stream before deciding again)")
+                        };
+                        return Err(StoreError::Unavailable(format!("append to {stream_id} failed{written}: {why}")));
+                    }
+                }
+            }
+            return Ok(AppendResult {
+                first_position,
+                last_position: expected_sequence,
+                stream_version: first_version + total as u64 - 1,
+            });
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let subject = self.inner.subject(stream_id);
+        let Some(tail) = self.inner.tail(&subject).await? else { return Ok(Vec::new()) };
+        if from_version > tail.version {
+            return Ok(Vec::new());
+        }
+        // Versions on a subject are contiguous from 0, so skip to `from_version` by counting;
+        // applicant streams are short, and each message's version is in its body.
+        let skip = usize::try_from(from_version).unwrap_or(usize::MAX);
+        let want = max.saturating_add(skip);
+        let events = self.inner.read_range(subject, 1, tail.sequence, want).await?;
+        Ok(events.into_iter().filter(|e| e.stream_version >= from_version).take(max).collect())
+    }
+
+    async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let filter = format!("{}.>", self.inner.config.subject_prefix);
+        let head = self.inner.last_sequence().await?;
+        self.inner.read_range(filter, from_position, head, max).await
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.inner.tail(&self.inner.subject(stream_id)).await?.map(|t| t.version))
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.last_sequence().await
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> EventFeed {
+        live_feed(self.inner.clone(), from_position.max(1))
+    }
+}
+
+/// Catch-up then live feed: an ordered consumer from `start`, recreated from the next
+/// position if it breaks (node restart, leader change), so nothing is skipped or repeated.
+fn live_feed(inner: Arc<Inner>, start: u64) -> EventFeed {
+    struct State {
+        inner: Arc<Inner>,
+        next: u64,
+        messages: Option<consumer::pull::Ordered>,
+        failures: u32,
+    }
+    let state = State { inner, next: start, messages: None, failures: 0 };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.messages.is_none() {
+                match open_ordered(&state.inner, state.next).await {
+                    Ok(m) => state.messages = Some(m),
+                    Err(e) => {
+                        state.failures += 1;
+                        tracing::warn!(error = %e, next = state.next, "event feed cannot reach JetStream; retrying");
+                        tokio::time::sleep(backoff(state.failures)).await;
+                        continue;
+                    }
+                }
+            }
+            let messages = state.messages.as_mut()?;
+            match messages.next().await {
+                Some(Ok(message)) => {
+                    let sequence = match message.info() {
+                        Ok(info) => info.stream_sequence,
+                        Err(e) => return Some((Err(StoreError::Backend(e.to_string())), state)),
+                    };
+                    if sequence < state.next {
+                        continue; // already delivered before a consumer restart
+                    }
+                    state.failures = 0;
+                    state.next = sequence + 1;
+                    let event = decode(&message.subject, sequence, &message.payload);
+                    return Some((event, state));
+                }
+                Some(Err(e)) => {
+                    state.failures += 1;
+                    tracing::warn!(error = %e, next = state.next, "event feed interrupted; resuming");
+                    state.messages = None;
+                    tokio::time::sleep(backoff(state.failures)).await;
+                }
+                None => state.messages = None,
+            }
+        }
+    })
+    .boxed()
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(50u64.saturating_mul(1 << failures.min(5)))
+}
+
+async fn open_ordered(inner: &Inner, start: u64) -> Result<consumer::pull::Ordered, StoreError> {
+    let stream = inner.stream().await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", inner.config.subject_prefix),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))?;
+    consumer.messages().await.map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))
+}
