@@ -153,23 +153,3 @@ async fn an_acknowledged_append_survives_a_server_kill() {
     let next = store.append("applicant-durable", ExpectedVersion::Exact(19), vec![event("app", "Noted", 20)]).await.unwrap();
     assert_eq!(next.stream_version, 20);
 }
-
-#[tokio::test]
-async fn debug_steps() {
-    let server = NatsServer::start().expect("nats-server starts");
-    let store = store(&server).await;
-    store.append("applicant-a", ExpectedVersion::NoStream, vec![event("app", "ApplicantCreated", 0), event("app", "StepPassed", 1)]).await.unwrap();
-    store.append("applicant-b", ExpectedVersion::Any, vec![event("app", "ApplicantCreated", 0)]).await.unwrap();
-    store.append("applicant-a", ExpectedVersion::Exact(1), vec![event("app", "StepFailed", 2)]).await.unwrap();
-    eprintln!("appended");
-    let s = tokio::time::timeout(Duration::from_secs(3), store.read_stream("applicant-a", 0, 100)).await;
-    eprintln!("read_stream {:?}", s.map(|r| r.map(|v| v.len())));
-    let s = tokio::time::timeout(Duration::from_secs(3), store.read_stream("applicant-a", 2, 100)).await;
-    eprintln!("read_stream from 2 {:?}", s.map(|r| r.map(|v| v.len())));
-    let s = tokio::time::timeout(Duration::from_secs(3), store.read_stream("applicant-a", 0, 2)).await;
-    eprintln!("read_stream max2 {:?}", s.map(|r| r.map(|v| v.len())));
-    let s = tokio::time::timeout(Duration::from_secs(3), store.read_stream("applicant-none", 0, 2)).await;
-    eprintln!("read_stream none {:?}", s.map(|r| r.map(|v| v.len())));
-    let s = tokio::time::timeout(Duration::from_secs(3), store.read_all(2, 100)).await;
-    eprintln!("read_all {:?}", s.map(|r| r.map(|v| v.len())));
-}

@@ -3,20 +3,22 @@
 //! - One subject per log stream: `vetted.log.<stream id>`; the JetStream sequence is the
 //!   global position, so `head()` is the stream's last sequence. Messages are never deleted
 //!   (the stream denies delete and purge), so positions have no gaps.
-//! - Optimistic concurrency with `Nats-Expected-Last-Subject-Sequence`: the writer reads the
-//!   subject's last message (its sequence, stream version and hash) and publishes expecting
-//!   exactly that sequence; the server refuses with `WrongLastSequence` (10071) if another
-//!   writer got in first.
+//! - One writer task per store owns publishing (see [`writer`]): it takes the appends that are
+//!   waiting, checks their expected versions against the subjects' last messages, and publishes
+//!   all their events pipelined, each message guarded by `Nats-Expected-Last-Sequence`,
+//!   `Nats-Expected-Last-Subject-Sequence` and (after the first) `Nats-Expected-Last-Msg-Id`,
+//!   so a message is stored only directly after the one the writer planned before it. A
+//!   multi-event append therefore gets contiguous positions, and concurrent appends share
+//!   round trips (group commit).
 //! - `Nats-Msg-Id` is the event id, so re-publishing after a lost ack is deduplicated by the
 //!   server instead of stored twice.
-//! - A multi-event append publishes the events one by one, each expecting the previous one's
-//!   sequence. JetStream 2.9 has no atomic batch publish, so a crash (or another node's writer
-//!   slipping in) between two events leaves a prefix of the batch stored. Every stored event is
-//!   still a valid link of the stream (contiguous versions, intact hash chain) and carries
-//!   `Vetted-Batch-Index`/`Vetted-Batch-Size`, so readers see a well-formed but shorter stream;
-//!   the writer gets an error saying how many events were written and must re-read and decide
-//!   again. Within one process, appends to the same stream are serialised so they never
-//!   interleave.
+//! - JetStream 2.9 has no atomic batch publish: if the server or connection fails mid-group, or
+//!   another process writes to the log between two events of one append, the writer finishes
+//!   the append event by event (per-subject expectations, dedup by event id). A crash of the
+//!   writer itself can leave a prefix of a multi-event append stored. Every stored event is
+//!   still a valid link of its stream (contiguous versions, intact hash chain) and carries
+//!   `Vetted-Batch-Index`/`Vetted-Batch-Size`, so readers see a well-formed, shorter stream and
+//!   can tell an append was cut short.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +31,10 @@ use vetted_store::{
     chain, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
 };
 
+mod writer;
+
 use crate::subjects::{self, HEADER_BATCH_INDEX, HEADER_BATCH_SIZE, HEADER_HASH, HEADER_STREAM_VERSION};
 
-/// Appends to the same stream are serialised through one of these many locks (by hash).
-const APPEND_LOCKS: usize = 256;
 /// A read that gets no message for this long while more are known to exist gives up.
 const READ_STALL: Duration = Duration::from_secs(10);
 
@@ -65,15 +67,26 @@ impl Default for JetStreamStoreConfig {
 }
 
 /// The log in a JetStream stream; see the module docs for how it maps onto JetStream.
+///
+/// Clones share one connection; when the last clone is dropped, open feeds deliver what was
+/// durable at that moment and then end.
 #[derive(Clone)]
 pub struct JetStreamStore {
     inner: Arc<Inner>,
+    open: Arc<Open>,
+}
+
+/// Held by every clone of the store: dropping the last one stops the writer and ends feeds.
+struct Open {
+    appends: tokio::sync::mpsc::Sender<writer::AppendRequest>,
+    _closed: tokio::sync::watch::Sender<()>,
 }
 
 struct Inner {
     js: jetstream::Context,
     config: JetStreamStoreConfig,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Resolves (with an error) once every [`JetStreamStore`] clone is gone.
+    closed: tokio::sync::watch::Receiver<()>,
 }
 
 /// What the subject's last message says about the stream.
@@ -123,8 +136,11 @@ impl JetStreamStore {
                 }
             }
         }
-        let locks = (0..APPEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(JetStreamStore { inner: Arc::new(Inner { js, config, locks }) })
+        let (open, closed) = tokio::sync::watch::channel(());
+        let inner = Arc::new(Inner { js, config, closed });
+        let (appends, queue) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(writer::run(inner.clone(), queue));
+        Ok(JetStreamStore { inner, open: Arc::new(Open { appends, _closed: open }) })
     }
 
     /// The JetStream context this store uses (for tests and tooling).
@@ -141,13 +157,6 @@ impl JetStreamStore {
 impl Inner {
     fn subject(&self, stream_id: &str) -> String {
         subjects::log_subject(&self.config.subject_prefix, stream_id)
-    }
-
-    fn lock_for(&self, stream_id: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        stream_id.hash(&mut h);
-        &self.locks[(h.finish() as usize) % self.locks.len()]
     }
 
     async fn stream(&self) -> Result<stream::Stream<()>, StoreError> {
@@ -188,11 +197,7 @@ impl Inner {
     ) -> Result<jetstream::publish::PublishAck, PublishFailure> {
         let body = serde_json::to_vec(event).map_err(|e| PublishFailure::Other(e.to_string()))?;
         let body = bytes::Bytes::from(body);
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_STREAM_VERSION, event.stream_version.to_string().as_str());
-        headers.insert(HEADER_HASH, event.hash.as_str());
-        headers.insert(HEADER_BATCH_INDEX, batch.0.to_string().as_str());
-        headers.insert(HEADER_BATCH_SIZE, batch.1.to_string().as_str());
+        let headers = log_headers(event, batch);
         let deadline = Instant::now() + self.config.publish_retry_for;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -217,6 +222,82 @@ impl Inner {
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+    }
+
+    /// Appends event by event, each expecting the previous one's subject sequence: the path
+    /// for appends whose planned group publish could not be used (another writer got in).
+    async fn append_one(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let inner = self;
+        let subject = inner.subject(stream_id);
+        'attempt: loop {
+            let tail = inner.tail(&subject).await?;
+            let actual = tail.as_ref().map(|t| t.version);
+            let matches = match expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::Exact(v) => actual == Some(v),
+            };
+            if !matches {
+                return Err(StoreError::WrongExpectedVersion { stream: stream_id.to_string(), expected, actual });
+            }
+            let (mut expected_sequence, mut prev_hash, first_version) = match &tail {
+                None => (0, chain::GENESIS.to_string(), 0),
+                Some(t) => (t.sequence, t.hash.clone(), t.version + 1),
+            };
+            let recorded_at = chain::truncate_to_micros(chrono::Utc::now());
+            let total = events.len();
+            let mut first_position = 0;
+            for (i, new) in events.iter().enumerate() {
+                let event = record(stream_id, first_version + i as u64, new, recorded_at, &prev_hash);
+                match inner.publish(&subject, &event, expected_sequence, (i, total)).await {
+                    Ok(ack) => {
+                        if i == 0 {
+                            first_position = ack.sequence;
+                        }
+                        expected_sequence = ack.sequence;
+                        prev_hash = event.hash;
+                    }
+                    Err(PublishFailure::Conflict) if i == 0 => {
+                        // Another writer appended between our read and our publish.
+                        if expected == ExpectedVersion::Any {
+                            continue 'attempt;
+                        }
+                        let actual = inner.tail(&subject).await?.map(|t| t.version);
+                        return Err(StoreError::WrongExpectedVersion {
+                            stream: stream_id.to_string(),
+                            expected,
+                            actual,
+                        });
+                    }
+                    Err(failure) => {
+                        let why = match failure {
+                            PublishFailure::Conflict => "another writer appended to the stream".to_string(),
+                            PublishFailure::Unavailable(e) => e,
+                            PublishFailure::Other(e) => e,
+                        };
+                        let written = if i == 0 {
+                            String::new()
+                        } else {
+                            format!(" after {i} of {total} events were stored (re-read the stream before deciding again)")
+                        };
+                        return Err(StoreError::Unavailable(format!("append to {stream_id} failed{written}: {why}")));
+                    }
+                }
+            }
+            return Ok(AppendResult {
+                first_position,
+                last_position: expected_sequence,
+                stream_version: first_version + total as u64 - 1,
+            });
         }
     }
 
@@ -289,6 +370,45 @@ enum PublishFailure {
     Other(String),
 }
 
+/// The stored form of `new` at `version`, sealed onto `prev_hash`; its position is the
+/// JetStream sequence, known only after the ack, so it is stored as 0.
+fn record(
+    stream_id: &str,
+    version: u64,
+    new: &NewEvent,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    prev_hash: &str,
+) -> RecordedEvent {
+    let mut event = RecordedEvent {
+        global_position: 0,
+        stream_id: stream_id.to_string(),
+        stream_version: version,
+        event_id: new.event_id,
+        event_type: new.event_type.clone(),
+        schema_version: new.schema_version,
+        recorded_at,
+        tenant: new.tenant.clone(),
+        actor: new.actor.clone(),
+        correlation_id: new.correlation_id,
+        causation_id: new.causation_id,
+        payload: new.payload.clone(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    chain::seal(&mut event, prev_hash);
+    event
+}
+
+/// The headers every log message carries (copies of body fields, readable without decoding).
+fn log_headers(event: &RecordedEvent, batch: (usize, usize)) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_STREAM_VERSION, event.stream_version.to_string().as_str());
+    headers.insert(HEADER_HASH, event.hash.as_str());
+    headers.insert(HEADER_BATCH_INDEX, batch.0.to_string().as_str());
+    headers.insert(HEADER_BATCH_SIZE, batch.1.to_string().as_str());
+    headers
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name).and_then(|v| v.as_str().parse().ok())
 }
@@ -314,87 +434,10 @@ impl EventStore for JetStreamStore {
         if events.is_empty() {
             return Err(StoreError::EmptyAppend);
         }
-        let inner = &self.inner;
-        let subject = inner.subject(stream_id);
-        let _serialised = inner.lock_for(stream_id).lock().await;
-        'attempt: loop {
-            let tail = inner.tail(&subject).await?;
-            let actual = tail.as_ref().map(|t| t.version);
-            let matches = match expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => actual.is_none(),
-                ExpectedVersion::Exact(v) => actual == Some(v),
-            };
-            if !matches {
-                return Err(StoreError::WrongExpectedVersion { stream: stream_id.to_string(), expected, actual });
-            }
-            let (mut expected_sequence, mut prev_hash, first_version) = match &tail {
-                None => (0, chain::GENESIS.to_string(), 0),
-                Some(t) => (t.sequence, t.hash.clone(), t.version + 1),
-            };
-            let recorded_at = chain::truncate_to_micros(chrono::Utc::now());
-            let total = events.len();
-            let mut first_position = 0;
-            for (i, new) in events.iter().enumerate() {
-                let mut event = RecordedEvent {
-                    // The JetStream sequence, known only after the ack, is the position.
-                    global_position: 0,
-                    stream_id: stream_id.to_string(),
-                    stream_version: first_version + i as u64,
-                    event_id: new.event_id,
-                    event_type: new.event_type.clone(),
-                    schema_version: new.schema_version,
-                    recorded_at,
-                    tenant: new.tenant.clone(),
-                    actor: new.actor.clone(),
-                    correlation_id: new.correlation_id,
-                    causation_id: new.causation_id,
-                    payload: new.payload.clone(),
-                    prev_hash: String::new(),
-                    hash: String::new(),
-                };
-                chain::seal(&mut event, &prev_hash);
-                match inner.publish(&subject, &event, expected_sequence, (i, total)).await {
-                    Ok(ack) => {
-                        if i == 0 {
-                            first_position = ack.sequence;
-                        }
-                        expected_sequence = ack.sequence;
-                        prev_hash = event.hash;
-                    }
-                    Err(PublishFailure::Conflict) if i == 0 => {
-                        // Another writer appended between our read and our publish.
-                        if expected == ExpectedVersion::Any {
-                            continue 'attempt;
-                        }
-                        let actual = inner.tail(&subject).await?.map(|t| t.version);
-                        return Err(StoreError::WrongExpectedVersion {
-                            stream: stream_id.to_string(),
-                            expected,
-                            actual,
-                        });
-                    }
-                    Err(failure) => {
-                        let why = match failure {
-                            PublishFailure::Conflict => "another writer appended to the stream".to_string(),
-                            PublishFailure::Unavailable(e) => e,
-                            PublishFailure::Other(e) => e,
-                        };
-                        let written = if i == 0 {
-                            String::new()
-                        } else {
-                            format!(" after {i} of {total} events were stored (re-read the stream before deciding again)")
-                        };
-                        return Err(StoreError::Unavailable(format!("append to {stream_id} failed{written}: {why}")));
-                    }
-                }
-            }
-            return Ok(AppendResult {
-                first_position,
-                last_position: expected_sequence,
-                stream_version: first_version + total as u64 - 1,
-            });
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = writer::AppendRequest { stream_id: stream_id.to_string(), expected, events, reply };
+        self.open.appends.send(request).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_stream(
@@ -437,21 +480,32 @@ impl EventStore for JetStreamStore {
 
 /// Catch-up then live feed: an ordered consumer from `start`, recreated from the next
 /// position if it breaks (node restart, leader change), so nothing is skipped or repeated.
+/// When the store closes, the feed delivers up to the head at that moment and ends.
 fn live_feed(inner: Arc<Inner>, start: u64) -> EventFeed {
     struct State {
+        closed: tokio::sync::watch::Receiver<()>,
         inner: Arc<Inner>,
         next: u64,
+        /// Set once the store closed: the last position this feed still delivers.
+        end: Option<u64>,
         messages: Option<consumer::pull::Ordered>,
         failures: u32,
     }
-    let state = State { inner, next: start, messages: None, failures: 0 };
+    let closed = inner.closed.clone();
+    let state = State { closed, inner, next: start, end: None, messages: None, failures: 0 };
     futures::stream::unfold(state, |mut state| async move {
         loop {
+            if state.end.is_some_and(|end| state.next > end) {
+                return None;
+            }
             if state.messages.is_none() {
                 match open_ordered(&state.inner, state.next).await {
                     Ok(m) => state.messages = Some(m),
                     Err(e) => {
                         state.failures += 1;
+                        if state.end.is_some() && state.failures > 5 {
+                            return None; // closed and unreachable: nothing more will come
+                        }
                         tracing::warn!(error = %e, next = state.next, "event feed cannot reach JetStream; retrying");
                         tokio::time::sleep(backoff(state.failures)).await;
                         continue;
@@ -459,7 +513,16 @@ fn live_feed(inner: Arc<Inner>, start: u64) -> EventFeed {
                 }
             }
             let messages = state.messages.as_mut()?;
-            match messages.next().await {
+            let watching_close = state.end.is_none();
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = state.closed.changed(), if watching_close => {
+                    // The store closed: finish with what is durable now.
+                    state.end = Some(state.inner.last_sequence().await.unwrap_or(0));
+                    continue;
+                }
+            };
+            match next {
                 Some(Ok(message)) => {
                     let sequence = match message.info() {
                         Ok(info) => info.stream_sequence,
@@ -467,6 +530,9 @@ fn live_feed(inner: Arc<Inner>, start: u64) -> EventFeed {
                     };
                     if sequence < state.next {
                         continue; // already delivered before a consumer restart
+                    }
+                    if state.end.is_some_and(|end| sequence > end) {
+                        return None;
                     }
                     state.failures = 0;
                     state.next = sequence + 1;
