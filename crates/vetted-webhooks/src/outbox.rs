@@ -39,6 +39,11 @@ pub enum OutboxError {
     /// A stored row does not decode: the data directory is damaged or from a newer version.
     #[error("delivery row {key} could not be decoded: {reason}")]
     Decode { key: String, reason: String },
+    /// The projector's outbox tree could not be found (projection not registered?).
+    #[error(
+        "webhook outbox could not be read: {0}; register WebhookProjector with the read models"
+    )]
+    Source(String),
     /// No delivery with this id for this application.
     #[error("no webhook delivery {id} for application {app_key}")]
     NotFound { app_key: String, id: u64 },
@@ -150,7 +155,22 @@ pub enum OutboxSource {
     /// A fixed tree.
     Tree(sled::Tree),
     /// Resolved at every intake, e.g. the live generation of the `webhooks` projection.
-    Resolve(Arc<dyn Fn() -> Result<sled::Tree, sled::Error> + Send + Sync>),
+    Resolve(Arc<dyn Fn() -> Result<sled::Tree, String> + Send + Sync>),
+}
+
+impl OutboxSource {
+    /// The live generation of the `webhooks` projection in `read_models`.
+    ///
+    /// A rebuilt generation holds the same outbox rows under the same keys (the projector
+    /// writes them even when muted, see [`crate::projector`]), so following the flip loses
+    /// and repeats nothing: the intake cursor is a position.
+    pub fn live_projection(read_models: Arc<vetted_projections::ReadModels>) -> Self {
+        OutboxSource::Resolve(Arc::new(move || {
+            read_models
+                .live_tree(crate::projector::PROJECTION_NAME)
+                .map_err(|e| e.to_string())
+        }))
+    }
 }
 
 impl From<sled::Tree> for OutboxSource {
@@ -176,8 +196,15 @@ fn delivery_key(id: u64) -> Vec<u8> {
 }
 
 fn queue_key(due: DateTime<Utc>, id: u64) -> Vec<u8> {
+    // Round up to the next millisecond so a delivery is never picked before it is due
+    // (the scan in `due` rounds `now` down).
+    let partial = i64::from(due.timestamp_subsec_nanos() % 1_000_000 != 0);
+    queue_key_ms(due.timestamp_millis().saturating_add(partial), id)
+}
+
+fn queue_key_ms(ms: i64, id: u64) -> Vec<u8> {
     // Times before 1970 do not occur; clamp rather than wrap.
-    let ms = u64::try_from(due.timestamp_millis()).unwrap_or(0);
+    let ms = u64::try_from(ms).unwrap_or(0);
     [QUEUE_PREFIX, &be(ms), &be(id)].concat()
 }
 
@@ -241,7 +268,7 @@ impl Outbox {
     pub fn intake(&self, max: usize) -> Result<usize, OutboxError> {
         let source = match &self.source {
             OutboxSource::Tree(t) => t.clone(),
-            OutboxSource::Resolve(f) => f()?,
+            OutboxSource::Resolve(f) => f().map_err(OutboxError::Source)?,
         };
         let cursor = self.intake_cursor()?;
         let start = outbox_key(cursor.saturating_add(1));
@@ -285,7 +312,7 @@ impl Outbox {
         limit: usize,
         busy: &HashSet<u64>,
     ) -> Result<Vec<u64>, OutboxError> {
-        let end = queue_key(now, u64::MAX);
+        let end = queue_key_ms(now.timestamp_millis(), u64::MAX);
         let mut out = Vec::new();
         for row in self.tree.range(QUEUE_PREFIX.to_vec()..=end) {
             if out.len() >= limit {

@@ -5,6 +5,11 @@
 //! Outbox rows are keyed by the event's global position (`outbox/<BE u64>`): a position has at
 //! most one webhook, the key is deterministic (a rebuilt generation has identical rows), and the
 //! delivery worker can follow the outbox with a plain position cursor.
+//!
+//! Outbox rows are written even in a muted (rebuild) batch: the worker takes in only positions
+//! above its cursor, so history is never sent twice, and a rebuilt generation keeps exactly the
+//! rows of the live one (its digest matches, and nothing the worker had not yet taken in is lost
+//! when the generations switch).
 
 use serde_json::Value;
 use vetted_projections::{Projection, ProjectionError, Rows};
@@ -12,6 +17,8 @@ use vetted_store::RecordedEvent;
 
 use crate::notification::{ApplicantRow, Notification, WebhookType};
 
+/// Name of the projection (and of its trees, `proj/webhooks/g<n>`).
+pub const PROJECTION_NAME: &str = "webhooks";
 /// Key prefix of outbox rows in the projector's tree.
 pub const OUTBOX_PREFIX: &[u8] = b"outbox/";
 /// Key prefix of per-applicant rows in the projector's tree.
@@ -136,7 +143,7 @@ impl WebhookProjector {
 
 impl Projection for WebhookProjector {
     fn name(&self) -> &'static str {
-        "webhooks"
+        PROJECTION_NAME
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
