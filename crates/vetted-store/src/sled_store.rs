@@ -5,7 +5,8 @@
 //! - `streams`: stream id bytes, `0x00`, version → global position;
 //! - `stream_heads`: stream id bytes → version followed by the last event's hash (hex).
 //!
-//! One writer thread owns position allocation, the stream heads, the writes and the flush.
+//! One writer thread owns position allocation, the stream heads, the writes and the flush
+//! (a plain thread, so its blocking fsync never stalls a tokio worker).
 //! Appenders queue requests; the writer takes everything queued (group commit), writes the
 //! accepted appends, flushes once, then publishes the new durable head and acknowledges.
 //! Readers never look past the published head, so no reader sees position 11 while 10 is in
@@ -144,8 +145,12 @@ impl SledStore {
 }
 
 /// Rebuilds the stream heads and the last position from disk, indexing any events whose
-/// index writes a crash cut off (events are written before their index, so only the newest
-/// events can be unindexed).
+/// index writes a crash cut off.
+///
+/// The writer starts a group only after the previous one is flushed, and writes a group's
+/// events before its index, so only the last group can be partly indexed. Its events share
+/// one `recorded_at`, so every event with the newest timestamp is checked, plus any older
+/// event still not covered by its stream's head.
 fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>, u64), StoreError> {
     let mut heads = HashMap::new();
     for entry in trees.stream_heads.iter() {
@@ -161,16 +166,20 @@ fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>,
         None => 0,
     };
     let mut unindexed = Vec::new();
+    let mut last_group_time = None;
     for entry in trees.events.iter().rev() {
         let (key, value) = entry?;
         let event = decode_event(&key, &value)?;
+        let last_group_time = *last_group_time.get_or_insert(event.recorded_at);
         let covered = heads
             .get(&event.stream_id)
             .is_some_and(|h| h.version >= event.stream_version);
-        if covered {
+        if covered && event.recorded_at != last_group_time {
             break;
         }
-        unindexed.push(event);
+        if !covered {
+            unindexed.push(event);
+        }
     }
     if !unindexed.is_empty() {
         tracing::warn!(
@@ -182,14 +191,19 @@ fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>,
                 stream_key(&event.stream_id, event.stream_version),
                 &event.global_position.to_be_bytes(),
             )?;
-            let head = StreamHead {
-                version: event.stream_version,
-                hash: event.hash.clone(),
-            };
-            trees
-                .stream_heads
-                .insert(event.stream_id.as_bytes(), encode_head(&head))?;
-            heads.insert(event.stream_id, head);
+            let behind = heads
+                .get(&event.stream_id)
+                .is_none_or(|h| h.version < event.stream_version);
+            if behind {
+                let head = StreamHead {
+                    version: event.stream_version,
+                    hash: event.hash.clone(),
+                };
+                trees
+                    .stream_heads
+                    .insert(event.stream_id.as_bytes(), encode_head(&head))?;
+                heads.insert(event.stream_id, head);
+            }
         }
         db.flush()?;
     }
@@ -244,8 +258,8 @@ impl Writer {
         let mut staged: HashMap<String, StreamHead> = HashMap::new();
         let mut position = self.next_position;
         let mut accepted = Vec::with_capacity(group.len());
-        let (mut events, mut streams, mut stream_heads) =
-            (Batch::default(), Batch::default(), Batch::default());
+        let mut events = Batch::default();
+        let mut index: Vec<(Vec<u8>, u64)> = Vec::with_capacity(group.len());
         for request in group {
             let AppendRequest {
                 stream,
@@ -277,12 +291,11 @@ impl Writer {
             };
             for (event, bytes) in recorded.iter().zip(encoded) {
                 events.insert(&event.global_position.to_be_bytes(), bytes);
-                streams.insert(
+                index.push((
                     stream_key(&stream, event.stream_version),
-                    &event.global_position.to_be_bytes(),
-                );
+                    event.global_position,
+                ));
             }
-            stream_heads.insert(stream.as_bytes(), encode_head(&new_head));
             let first_position = position;
             position += recorded.len() as u64;
             accepted.push(Accepted {
@@ -298,14 +311,24 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        // Events first, then their index: recovery re-indexes a tail of events, never the reverse.
-        let written = self
-            .trees
-            .events
-            .apply_batch(events)
-            .and_then(|()| self.trees.streams.apply_batch(streams))
-            .and_then(|()| self.trees.stream_heads.apply_batch(stream_heads))
-            .and_then(|()| self.db.flush().map(drop));
+        // The group's events go in one atomic batch; the index follows as plain inserts (each
+        // sled batch rolls the log buffer, a fixed cost per group). A crash can only lose a tail
+        // of index writes, which `recover` rebuilds from the events on open.
+        let written = self.trees.events.apply_batch(events).and_then(|()| {
+            for (key, position) in &index {
+                self.trees
+                    .streams
+                    .insert(key.as_slice(), &position.to_be_bytes())?;
+            }
+            for (stream, head) in &staged {
+                self.trees
+                    .stream_heads
+                    .insert(stream.as_bytes(), encode_head(head))?;
+            }
+            Ok(())
+        });
+        // One fsync for the whole group: this is where concurrent appends share the cost.
+        let written = written.and_then(|()| self.db.flush().map(drop));
         match written {
             Ok(()) => {
                 self.heads.extend(staged);

@@ -149,3 +149,77 @@ async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen
     let report = verify(&store).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_two_stream_heads_of_one_group_is_repaired_on_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (victim, victim_version) = {
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).expect("open"));
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|w| {
+                let (store, start) = (store.clone(), start.clone());
+                tokio::spawn(async move {
+                    store
+                        .append(
+                            &format!("applicant-{w}"),
+                            ExpectedVersion::Any,
+                            vec![step_passed(0)],
+                        )
+                        .await
+                        .expect("seed");
+                    start.wait().await;
+                    store
+                        .append(
+                            &format!("applicant-{w}"),
+                            ExpectedVersion::Any,
+                            vec![step_passed(1)],
+                        )
+                        .await
+                        .expect("race")
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let all = store.read_all(1, 1000).await.expect("read");
+        let last_time = all.last().expect("events").recorded_at;
+        let last_group: Vec<_> = all.iter().filter(|e| e.recorded_at == last_time).collect();
+        assert!(
+            last_group.len() >= 2,
+            "32 racing appends share a group commit"
+        );
+        // The first event of the last group loses its index and head; later streams keep theirs.
+        (
+            last_group[0].stream_id.clone(),
+            last_group[0].stream_version,
+        )
+    };
+    {
+        let db = sled::open(dir.path()).expect("raw open");
+        let streams = db.open_tree("streams").expect("tree");
+        let heads = db.open_tree("stream_heads").expect("tree");
+        streams
+            .remove([victim.as_bytes(), &[0], &victim_version.to_be_bytes()].concat())
+            .expect("remove");
+        heads.remove(victim.as_bytes()).expect("remove");
+        db.flush().expect("flush");
+    }
+
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.stream_version(&victim).await.expect("version"),
+        Some(victim_version)
+    );
+    store
+        .append(
+            &victim,
+            ExpectedVersion::Exact(victim_version),
+            vec![step_passed(9)],
+        )
+        .await
+        .expect("append");
+    let report = verify(&store).await.expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_mismatch);
+}
