@@ -153,7 +153,15 @@ impl Projection for WebhookProjector {
         let key = applicant_key(applicant_id);
         let row: Option<ApplicantRow> = rows.get_json(&key)?;
         let before = row.clone();
-        let (row, notification) = Self::fold(row, applicant_id, event)?;
+        let (row, notification) = match Self::fold(row, applicant_id, event) {
+            Ok(folded) => folded,
+            Err(error) => {
+                // The log is immutable: failing here would stop every application's webhooks
+                // forever over one malformed stream. Skip the event loudly instead.
+                tracing::error!(%error, position = event.global_position, "webhook projector skipped an event");
+                return Ok(());
+            }
+        };
         if row != before {
             if let Some(row) = &row {
                 rows.put_json(key, row)?;
@@ -163,5 +171,131 @@ impl Projection for WebhookProjector {
             rows.put_json(outbox_key(event.global_position), &notification)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use uuid::Uuid;
+    use vetted_store::Actor;
+
+    fn event(
+        position: u64,
+        stream: &str,
+        version: u64,
+        event_type: &str,
+        payload: Value,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            global_position: position,
+            stream_id: stream.to_owned(),
+            stream_version: version,
+            event_id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            recorded_at: Utc::now(),
+            tenant: "app-1".to_owned(),
+            actor: Actor::system(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn outbox(tree: &sled::Tree) -> Vec<Notification> {
+        tree.scan_prefix(OUTBOX_PREFIX)
+            .map(|r| serde_json::from_slice(&r.unwrap().1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_raised_warning_shows_in_later_payloads_until_resolved() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("proj/webhooks/g0").unwrap();
+        let a = "applicant-7f3a";
+        let events = [
+            event(
+                1,
+                a,
+                0,
+                "ApplicantCreated",
+                json!({"appKey": "app-1", "externalUserId": "user-42"}),
+            ),
+            event(
+                2,
+                a,
+                1,
+                "WarningRaised",
+                json!({"warningId": "w1", "code": "DOCUMENT_EXPIRED", "message": "m"}),
+            ),
+            event(
+                3,
+                a,
+                2,
+                "StatusChanged",
+                json!({"from": "INIT", "to": "ON_HOLD", "reason": "r"}),
+            ),
+            event(4, a, 3, "WarningResolved", json!({"warningId": "w1"})),
+            event(
+                5,
+                a,
+                4,
+                "StepPassed",
+                json!({"step": "liveness", "attempt": 1, "data": {}}),
+            ),
+            event(6, "application-app-1", 0, "ApplicationUpdated", json!({})),
+        ];
+        let mut rows = Rows::new(&tree);
+        for e in &events {
+            WebhookProjector.apply(&mut rows, e).unwrap();
+        }
+        rows.commit(6).unwrap();
+        let sent = outbox(&tree);
+        let types: Vec<WebhookType> = sent.iter().map(|n| n.webhook_type).collect();
+        assert_eq!(
+            types,
+            [
+                WebhookType::ApplicantCreated,
+                WebhookType::ApplicantOnHold,
+                WebhookType::ApplicantStepPassed
+            ]
+        );
+        assert_eq!(sent[1].warnings, ["DOCUMENT_EXPIRED"]);
+        assert_eq!(sent[1].status, "ON_HOLD");
+        assert!(sent[2].warnings.is_empty());
+        assert_eq!(sent[2].step_name.as_deref(), Some("liveness"));
+        assert_eq!(sent[2].sequence, 4);
+        assert_eq!(sent[0].id, "7f3a");
+    }
+
+    #[test]
+    fn a_malformed_stream_is_skipped_without_stopping_other_applicants_webhooks() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("proj/webhooks/g0").unwrap();
+        let mut rows = Rows::new(&tree);
+        let orphan = event(
+            1,
+            "applicant-orphan",
+            3,
+            "StatusChanged",
+            json!({"to": "APPROVED"}),
+        );
+        WebhookProjector.apply(&mut rows, &orphan).unwrap();
+        let ok = event(
+            2,
+            "applicant-b",
+            0,
+            "ApplicantCreated",
+            json!({"appKey": "app-1", "externalUserId": "u"}),
+        );
+        WebhookProjector.apply(&mut rows, &ok).unwrap();
+        rows.commit(2).unwrap();
+        assert_eq!(outbox(&tree).len(), 1);
+        assert_eq!(position_of_outbox_key(&outbox_key(2)), Some(2));
     }
 }

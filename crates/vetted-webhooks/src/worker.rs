@@ -96,6 +96,11 @@ impl DeliveryWorker {
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut tasks: JoinSet<u64> = JoinSet::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
+        // Under load a request finishes every few hundred microseconds; rescanning the queue for
+        // each would cost more than the requests, so a finished request triggers a scan only
+        // once a quarter of the slots are free. A wake-up or the poll tick always scans.
+        let refill_at = (self.config.max_in_flight / 4).max(1);
+        let mut scan = true;
         let result = loop {
             if *stopped.borrow() {
                 break Ok(());
@@ -105,16 +110,20 @@ impl DeliveryWorker {
                     in_flight.remove(&id);
                 }
             }
-            if let Err(e) = self.pick_up(&mut in_flight, &mut tasks) {
-                break Err(e);
+            let free = self.config.max_in_flight.saturating_sub(in_flight.len());
+            if scan || free >= refill_at {
+                if let Err(e) = self.pick_up(&mut in_flight, &mut tasks) {
+                    break Err(e);
+                }
             }
+            scan = false;
             tokio::select! {
                 _ = stopped.changed() => {}
-                _ = wake.notified() => {}
+                _ = wake.notified() => scan = true,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(id) = done { in_flight.remove(&id); }
                 }
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(poll) => scan = true,
             }
         };
         // Abandoned requests stay pending in storage, so nothing is lost.
