@@ -9,10 +9,17 @@ pub enum BusError {
     Config(String),
     /// A message on the stream is not a Vetted event: it was published by someone else or damaged.
     #[error("message {sequence} on {subject} is not a Vetted event: {reason}")]
-    Undecodable { subject: String, sequence: u64, reason: String },
+    Undecodable {
+        subject: String,
+        sequence: u64,
+        reason: String,
+    },
     /// The subscriber's handler refused an event; it stays unacknowledged and is redelivered.
     #[error("handler failed on event {event_id}: {reason}")]
-    Handler { event_id: uuid::Uuid, reason: String },
+    Handler {
+        event_id: uuid::Uuid,
+        reason: String,
+    },
     /// The publisher's checkpoint could not be read or written.
     #[error("publisher checkpoint storage: {0}")]
     Checkpoint(#[from] sled::Error),

@@ -27,10 +27,16 @@ use std::time::Duration;
 /// The client reconnects forever in the background, so a node restart or an outage is
 /// survived by every user of the returned client; requests fail fast while disconnected.
 pub async fn connect(urls: &str) -> Result<async_nats::Client, BusError> {
-    let servers: Vec<String> =
-        urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+    let servers: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
     if servers.is_empty() {
-        return Err(BusError::Config(format!("no NATS URL in {urls:?}; pass e.g. nats://127.0.0.1:4222")));
+        return Err(BusError::Config(format!(
+            "no NATS URL in {urls:?}; pass e.g. nats://127.0.0.1:4222"
+        )));
     }
     async_nats::ConnectOptions::new()
         .retry_on_initial_connect()

@@ -90,19 +90,27 @@ impl NatsPublisher {
     ) -> Result<Self, BusError> {
         let checkpoints = db.open_tree(CHECKPOINTS_TREE)?;
         let js = jetstream::new(client);
-        Ok(NatsPublisher { js, store, checkpoints, config })
+        Ok(NatsPublisher {
+            js,
+            store,
+            checkpoints,
+            config,
+        })
     }
 
     /// Global position of the last event known to be on the stream (0: nothing yet).
     pub fn checkpoint(&self) -> Result<u64, BusError> {
         Ok(match self.checkpoints.get(CHECKPOINT_KEY)? {
-            Some(v) => <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
             None => 0,
         })
     }
 
     fn save_checkpoint(&self, position: u64) -> Result<(), BusError> {
-        self.checkpoints.insert(CHECKPOINT_KEY, &position.to_be_bytes())?;
+        self.checkpoints
+            .insert(CHECKPOINT_KEY, &position.to_be_bytes())?;
         Ok(())
     }
 
@@ -120,27 +128,49 @@ impl NatsPublisher {
             ..Default::default()
         };
         self.js.get_or_create_stream(config).await.map_err(|e| {
-            BusError::Unavailable(format!("cannot open JetStream stream {}: {e}", self.config.stream))
+            BusError::Unavailable(format!(
+                "cannot open JetStream stream {}: {e}",
+                self.config.stream
+            ))
         })?;
         Ok(())
     }
 
     /// Reads the stream's last message: how far the stream already is.
     async fn stream_tail(&self) -> Result<StreamTail, BusError> {
-        let unavailable = |e: String| BusError::Unavailable(format!("reading stream {}: {e}", self.config.stream));
-        let stream = self.js.get_stream_no_info(&self.config.stream).await.map_err(|e| unavailable(e.to_string()))?;
-        let info = stream.get_info().await.map_err(|e| unavailable(e.to_string()))?;
+        let unavailable = |e: String| {
+            BusError::Unavailable(format!("reading stream {}: {e}", self.config.stream))
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         if info.state.last_sequence == 0 {
-            return Ok(StreamTail { position: 0, message_id: None });
+            return Ok(StreamTail {
+                position: 0,
+                message_id: None,
+            });
         }
         match stream.get_raw_message(info.state.last_sequence).await {
             Ok(m) => Ok(StreamTail {
-                position: m.headers.get(HEADER_GLOBAL_POSITION).and_then(|v| v.as_str().parse().ok()).unwrap_or(0),
+                position: m
+                    .headers
+                    .get(HEADER_GLOBAL_POSITION)
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(0),
                 message_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()),
             }),
             // Retention removed it: nothing to chain to, the checkpoint alone says where we are.
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(StreamTail { position: 0, message_id: None })
+                Ok(StreamTail {
+                    position: 0,
+                    message_id: None,
+                })
             }
             Err(e) => Err(unavailable(e.to_string())),
         }
@@ -149,7 +179,11 @@ impl NatsPublisher {
     /// Publishes `events` (already in global order) and waits for every ack.
     ///
     /// Events at or below `tail.position` are already on the stream and are skipped.
-    async fn publish_window(&self, events: &[RecordedEvent], tail: &mut StreamTail) -> Result<(), BusError> {
+    async fn publish_window(
+        &self,
+        events: &[RecordedEvent],
+        tail: &mut StreamTail,
+    ) -> Result<(), BusError> {
         let mut acks = Vec::with_capacity(events.len());
         let mut previous_id = tail.message_id.clone();
         for event in events {
@@ -161,13 +195,24 @@ impl NatsPublisher {
             };
             let body = serde_json::to_vec(event).map_err(|e| BusError::JetStream(e.to_string()))?;
             let mut headers = HeaderMap::new();
-            headers.insert(HEADER_GLOBAL_POSITION, event.global_position.to_string().as_str());
-            headers.insert(HEADER_STREAM_VERSION, event.stream_version.to_string().as_str());
-            headers.insert(HEADER_SCHEMA_VERSION, event.schema_version.to_string().as_str());
+            headers.insert(
+                HEADER_GLOBAL_POSITION,
+                event.global_position.to_string().as_str(),
+            );
+            headers.insert(
+                HEADER_STREAM_VERSION,
+                event.stream_version.to_string().as_str(),
+            );
+            headers.insert(
+                HEADER_SCHEMA_VERSION,
+                event.schema_version.to_string().as_str(),
+            );
             headers.insert(HEADER_HASH, event.hash.as_str());
             let id = event.event_id.to_string();
-            let mut message =
-                jetstream::message::PublishMessage::build().payload(body.into()).headers(headers).message_id(&id);
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(body.into())
+                .headers(headers)
+                .message_id(&id);
             if let Some(previous) = &previous_id {
                 message = message.expected_last_message_id(previous);
             }

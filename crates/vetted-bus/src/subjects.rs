@@ -51,13 +51,20 @@ pub fn token(raw: &str) -> String {
 
 /// The applicant id of an applicant stream (`applicant-<id>` → `<id>`), or `None` for other streams.
 pub fn applicant_id(stream_id: &str) -> Option<&str> {
-    stream_id.strip_prefix(APPLICANT_STREAM_PREFIX).filter(|id| !id.is_empty())
+    stream_id
+        .strip_prefix(APPLICANT_STREAM_PREFIX)
+        .filter(|id| !id.is_empty())
 }
 
 /// `vetted.events.<appKey>.<applicantId>.<eventType>` for an event of an applicant stream.
 pub fn event_subject(prefix: &str, event: &vetted_store::RecordedEvent) -> Option<String> {
     let applicant = applicant_id(&event.stream_id)?;
-    Some(format!("{prefix}.{}.{}.{}", token(&event.tenant), token(applicant), token(&event.event_type)))
+    Some(format!(
+        "{prefix}.{}.{}.{}",
+        token(&event.tenant),
+        token(applicant),
+        token(&event.event_type)
+    ))
 }
 
 /// `vetted.log.<stream id>`: the subject holding one stream of the log.
@@ -72,7 +79,11 @@ pub fn tenant_filter(app_key: &str) -> String {
 
 /// Filter for every event of one applicant.
 pub fn applicant_filter(app_key: &str, applicant_id: &str) -> String {
-    format!("{EVENTS_PREFIX}.{}.{}.*", token(app_key), token(applicant_id))
+    format!(
+        "{EVENTS_PREFIX}.{}.{}.*",
+        token(app_key),
+        token(applicant_id)
+    )
 }
 
 /// Filter for one event type across every application and applicant.
@@ -91,7 +102,10 @@ mod tests {
 
     #[test]
     fn uuids_and_event_types_pass_through_unescaped() {
-        assert_eq!(token("0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b"), "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(
+            token("0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b"),
+            "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b"
+        );
         assert_eq!(token("StepPassed"), "StepPassed");
     }
 
@@ -110,7 +124,13 @@ mod tests {
 
     #[test]
     fn log_subjects_are_one_token_per_stream() {
-        assert_eq!(log_subject(LOG_PREFIX, "applicant-1"), "vetted.log.applicant-1");
-        assert_eq!(log_subject(LOG_PREFIX, "odd.stream"), "vetted.log.odd%2Estream");
+        assert_eq!(
+            log_subject(LOG_PREFIX, "applicant-1"),
+            "vetted.log.applicant-1"
+        );
+        assert_eq!(
+            log_subject(LOG_PREFIX, "odd.stream"),
+            "vetted.log.odd%2Estream"
+        );
     }
 }

@@ -57,7 +57,9 @@ pub struct Delivery {
 
 impl Delivery {
     /// The payload as a domain event (older schema versions are upcast).
-    pub fn applicant_event(&self) -> Result<vetted_domain::ApplicantEvent, vetted_domain::DomainError> {
+    pub fn applicant_event(
+        &self,
+    ) -> Result<vetted_domain::ApplicantEvent, vetted_domain::DomainError> {
         vetted_domain::ApplicantEvent::from_payload(
             &self.event.event_type,
             self.event.schema_version,
@@ -67,12 +69,18 @@ impl Delivery {
 
     /// Acknowledges the event and waits for the server to confirm it.
     pub async fn ack(&self) -> Result<(), BusError> {
-        self.message.double_ack().await.map_err(|e| BusError::Unavailable(format!("acknowledging: {e}")))
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| BusError::Unavailable(format!("acknowledging: {e}")))
     }
 
     /// Asks for redelivery now (the handler failed).
     pub async fn nak(&self) -> Result<(), BusError> {
-        self.message.ack_with(AckKind::Nak(None)).await.map_err(|e| BusError::Unavailable(format!("nak: {e}")))
+        self.message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| BusError::Unavailable(format!("nak: {e}")))
     }
 }
 
@@ -80,7 +88,10 @@ impl EventSubscriber {
     /// Creates (or reopens) the durable consumer on the fan-out stream.
     ///
     /// The stream must exist: it is created by the Vetted publisher.
-    pub async fn new(client: async_nats::Client, config: SubscriberConfig) -> Result<Self, BusError> {
+    pub async fn new(
+        client: async_nats::Client,
+        config: SubscriberConfig,
+    ) -> Result<Self, BusError> {
         if config.durable.is_empty() || config.durable.contains(['.', '*', '>', ' ']) {
             return Err(BusError::Config(format!(
                 "durable name {:?} must be non-empty without '.', '*', '>' or spaces",
@@ -107,7 +118,9 @@ impl EventSubscriber {
                 },
             )
             .await
-            .map_err(|e| BusError::JetStream(format!("creating durable consumer {}: {e}", config.durable)))?;
+            .map_err(|e| {
+                BusError::JetStream(format!("creating durable consumer {}: {e}", config.durable))
+            })?;
         let existing = &consumer.cached_info().config.filter_subject;
         if existing != &config.filter_subject {
             return Err(BusError::Config(format!(
@@ -129,17 +142,23 @@ impl EventSubscriber {
             .expires(wait)
             .messages()
             .await
-            .map_err(|e| BusError::Unavailable(format!("pulling from {}: {e}", self.config.durable)))?;
+            .map_err(|e| {
+                BusError::Unavailable(format!("pulling from {}: {e}", self.config.durable))
+            })?;
         let mut out = Vec::new();
         while let Some(message) = batch.next().await {
-            let message =
-                message.map_err(|e| BusError::Unavailable(format!("pulling from {}: {e}", self.config.durable)))?;
+            let message = message.map_err(|e| {
+                BusError::Unavailable(format!("pulling from {}: {e}", self.config.durable))
+            })?;
             match serde_json::from_slice::<RecordedEvent>(&message.payload) {
                 Ok(event) => out.push(Delivery { event, message }),
                 Err(e) => {
                     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    let error =
-                        BusError::Undecodable { subject: message.subject.to_string(), sequence, reason: e.to_string() };
+                    let error = BusError::Undecodable {
+                        subject: message.subject.to_string(),
+                        sequence,
+                        reason: e.to_string(),
+                    };
                     tracing::warn!(%error, "terminating a message that is not a Vetted event");
                     let _ = message.ack_with(AckKind::Term).await;
                 }
@@ -150,7 +169,11 @@ impl EventSubscriber {
 
     /// Feeds every event to `handler` until `shutdown` resolves, acknowledging each one after
     /// the handler succeeded. A handler error naks the event (it is redelivered) and stops.
-    pub async fn run<H, Fut, E>(&self, mut handler: H, shutdown: impl Future<Output = ()>) -> Result<u64, BusError>
+    pub async fn run<H, Fut, E>(
+        &self,
+        mut handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64, BusError>
     where
         H: FnMut(RecordedEvent) -> Fut,
         Fut: Future<Output = Result<(), E>>,
@@ -167,7 +190,10 @@ impl EventSubscriber {
                 let event_id = delivery.event.event_id;
                 if let Err(e) = handler(delivery.event.clone()).await {
                     let _ = delivery.nak().await;
-                    return Err(BusError::Handler { event_id, reason: e.to_string() });
+                    return Err(BusError::Handler {
+                        event_id,
+                        reason: e.to_string(),
+                    });
                 }
                 delivery.ack().await?;
                 handled += 1;
@@ -189,7 +215,9 @@ pub async fn print_events<W: Write>(
     let mut shutdown = std::pin::pin!(shutdown.fuse());
     let mut printed = 0u64;
     while limit.is_none_or(|l| printed < l) {
-        let want = limit.map_or(subscriber.config.batch, |l| ((l - printed) as usize).min(subscriber.config.batch));
+        let want = limit.map_or(subscriber.config.batch, |l| {
+            ((l - printed) as usize).min(subscriber.config.batch)
+        });
         let deliveries = futures::select! {
             d = subscriber.fetch(want, Duration::from_secs(1)).fuse() => d?,
             _ = shutdown => break,

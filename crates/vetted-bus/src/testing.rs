@@ -25,7 +25,11 @@ pub enum TestServerError {
     Io(#[from] std::io::Error),
     /// The server did not become ready before the deadline; its log tail is attached.
     #[error("nats-server {name} not ready after {waited:?}; log tail:\n{log}")]
-    NotReady { name: String, waited: Duration, log: String },
+    NotReady {
+        name: String,
+        waited: Duration,
+        log: String,
+    },
 }
 
 /// Picks a port nobody listens on right now by binding port 0 and releasing it.
@@ -46,7 +50,10 @@ struct Node {
 
 impl Node {
     fn spawn(&mut self) -> Result<(), TestServerError> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&self.config)
@@ -119,7 +126,10 @@ fn healthz_ok(monitor_port: u16) -> bool {
         return false;
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    if conn.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if conn
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut response = String::new();
@@ -197,8 +207,10 @@ impl NatsCluster {
         for _ in 0..n {
             ports.push((free_port()?, free_port()?, free_port()?));
         }
-        let routes: Vec<String> =
-            ports.iter().map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}")).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}"))
+            .collect();
         let mut nodes = Vec::with_capacity(n);
         for (i, (client_port, cluster_port, monitor_port)) in ports.iter().copied().enumerate() {
             let name = format!("n{}", i + 1);
@@ -234,7 +246,11 @@ impl NatsCluster {
 
     /// Client URLs of every node (running or not), comma-separated, for [`crate::connect`].
     pub fn urls(&self) -> String {
-        self.nodes.iter().map(Node::url).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Client URL of node `i` (0-based).

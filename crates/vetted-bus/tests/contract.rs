@@ -16,7 +16,9 @@ async fn fresh(server: &NatsServer) -> JetStreamStore {
         subject_prefix: format!("contract{n}.log"),
         ..Default::default()
     };
-    JetStreamStore::connect(&server.url(), config).await.expect("store opens")
+    JetStreamStore::connect(&server.url(), config)
+        .await
+        .expect("store opens")
 }
 
 macro_rules! contract_case {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{event, eventually};
-use vetted_bus::subjects::{self, HEADER_GLOBAL_POSITION, HEADER_HASH, HEADER_SCHEMA_VERSION, HEADER_STREAM_VERSION};
+use vetted_bus::subjects::{
+    self, HEADER_GLOBAL_POSITION, HEADER_HASH, HEADER_SCHEMA_VERSION, HEADER_STREAM_VERSION,
+};
 use vetted_bus::testing::NatsServer;
 use vetted_bus::{print_events, EventSubscriber, NatsPublisher, PublisherConfig, SubscriberConfig};
 use vetted_store::{EventStore, ExpectedVersion, MemoryStore, RecordedEvent};
@@ -23,7 +25,10 @@ fn start_publisher(
     client: async_nats::Client,
     store: Arc<dyn EventStore>,
     db: &sled::Db,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let publisher = NatsPublisher::new(client, store, db, PublisherConfig::default()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -59,38 +64,99 @@ async fn every_applicant_event_is_published_once_on_its_subject_with_envelope_he
     let server = NatsServer::start().expect("nats-server starts");
     let client = vetted_bus::connect(&server.url()).await.unwrap();
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    store.append("applicant-a1", ExpectedVersion::NoStream, vec![event(APP, "ApplicantCreated", 0)]).await.unwrap();
-    store.append("flow-kyc", ExpectedVersion::Any, vec![event(APP, "FlowDefined", 0)]).await.unwrap();
-    store.append("applicant-a1", ExpectedVersion::Exact(0), vec![event(APP, "StepPassed", 1)]).await.unwrap();
+    store
+        .append(
+            "applicant-a1",
+            ExpectedVersion::NoStream,
+            vec![event(APP, "ApplicantCreated", 0)],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            "flow-kyc",
+            ExpectedVersion::Any,
+            vec![event(APP, "FlowDefined", 0)],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            "applicant-a1",
+            ExpectedVersion::Exact(0),
+            vec![event(APP, "StepPassed", 1)],
+        )
+        .await
+        .unwrap();
     let (_dir, db) = db();
     let (stop, task) = start_publisher(client.clone(), store.clone(), &db);
 
-    eventually(Duration::from_secs(10), "the checkpoint to reach 3", || async { (checkpoint(&db) == 3).then_some(()) }).await;
-    assert_eq!(stream_messages(&client).await, 2, "only applicant streams are fanned out");
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint to reach 3",
+        || async { (checkpoint(&db) == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stream_messages(&client).await,
+        2,
+        "only applicant streams are fanned out"
+    );
 
     let js = async_nats::jetstream::new(client.clone());
     let stream = js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
     let msg = stream.get_raw_message(2).await.unwrap();
-    assert_eq!(msg.subject.as_str(), format!("vetted.events.{APP}.a1.StepPassed"));
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("vetted.events.{APP}.a1.StepPassed")
+    );
     let body: RecordedEvent = serde_json::from_slice(&msg.payload).unwrap();
-    assert_eq!(msg.headers.get("Nats-Msg-Id").unwrap().as_str(), body.event_id.to_string());
-    assert_eq!(msg.headers.get(HEADER_GLOBAL_POSITION).unwrap().as_str(), "3");
-    assert_eq!(msg.headers.get(HEADER_STREAM_VERSION).unwrap().as_str(), "1");
-    assert_eq!(msg.headers.get(HEADER_SCHEMA_VERSION).unwrap().as_str(), "1");
+    assert_eq!(
+        msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        body.event_id.to_string()
+    );
+    assert_eq!(
+        msg.headers.get(HEADER_GLOBAL_POSITION).unwrap().as_str(),
+        "3"
+    );
+    assert_eq!(
+        msg.headers.get(HEADER_STREAM_VERSION).unwrap().as_str(),
+        "1"
+    );
+    assert_eq!(
+        msg.headers.get(HEADER_SCHEMA_VERSION).unwrap().as_str(),
+        "1"
+    );
     assert_eq!(msg.headers.get(HEADER_HASH).unwrap().as_str(), body.hash);
 
     // Live events follow; a restarted publisher (checkpoint lost) republishes nothing twice.
-    store.append("applicant-a2", ExpectedVersion::NoStream, vec![event(APP, "ApplicantCreated", 0)]).await.unwrap();
-    eventually(Duration::from_secs(10), "the live event", || async { (checkpoint(&db) == 4).then_some(()) }).await;
+    store
+        .append(
+            "applicant-a2",
+            ExpectedVersion::NoStream,
+            vec![event(APP, "ApplicantCreated", 0)],
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the live event", || async {
+        (checkpoint(&db) == 4).then_some(())
+    })
+    .await;
     let _ = stop.send(());
     task.await.unwrap();
     db.open_tree("checkpoints").unwrap().clear().unwrap();
     let (stop, task) = start_publisher(client.clone(), store.clone(), &db);
-    eventually(Duration::from_secs(10), "catch-up after losing the checkpoint", || async {
-        (checkpoint(&db) == 4).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "catch-up after losing the checkpoint",
+        || async { (checkpoint(&db) == 4).then_some(()) },
+    )
     .await;
-    assert_eq!(stream_messages(&client).await, 3, "no event is published twice");
+    assert_eq!(
+        stream_messages(&client).await,
+        3,
+        "no event is published twice"
+    );
     let _ = stop.send(());
     task.await.unwrap();
 }
@@ -103,19 +169,38 @@ async fn while_nats_is_down_the_publisher_waits_then_resumes_losing_and_reorderi
     let (_dir, db) = db();
     let (stop, task) = start_publisher(client.clone(), store.clone(), &db);
     for i in 0..100u64 {
-        store.append(&format!("applicant-{}", i % 7), ExpectedVersion::Any, vec![event(APP, "Noted", i)]).await.unwrap();
+        store
+            .append(
+                &format!("applicant-{}", i % 7),
+                ExpectedVersion::Any,
+                vec![event(APP, "Noted", i)],
+            )
+            .await
+            .unwrap();
     }
-    eventually(Duration::from_secs(10), "the first 100", || async { (checkpoint(&db) == 100).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the first 100", || async {
+        (checkpoint(&db) == 100).then_some(())
+    })
+    .await;
 
     server.kill();
     for i in 100..400u64 {
-        store.append(&format!("applicant-{}", i % 7), ExpectedVersion::Any, vec![event(APP, "Noted", i)]).await.unwrap();
+        store
+            .append(
+                &format!("applicant-{}", i % 7),
+                ExpectedVersion::Any,
+                vec![event(APP, "Noted", i)],
+            )
+            .await
+            .unwrap();
     }
     assert!(checkpoint(&db) <= 400);
     server.restart().expect("nats-server restarts");
-    eventually(Duration::from_secs(30), "the publisher to catch up after the outage", || async {
-        (checkpoint(&db) == 400).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the publisher to catch up after the outage",
+        || async { (checkpoint(&db) == 400).then_some(()) },
+    )
     .await;
     let _ = stop.send(());
     task.await.unwrap();
@@ -127,9 +212,20 @@ async fn while_nats_is_down_the_publisher_waits_then_resumes_losing_and_reorderi
     let mut positions = Vec::new();
     for seq in 1..=400 {
         let m = stream.get_raw_message(seq).await.unwrap();
-        positions.push(m.headers.get(HEADER_GLOBAL_POSITION).unwrap().as_str().parse::<u64>().unwrap());
+        positions.push(
+            m.headers
+                .get(HEADER_GLOBAL_POSITION)
+                .unwrap()
+                .as_str()
+                .parse::<u64>()
+                .unwrap(),
+        );
     }
-    assert_eq!(positions, (1..=400).collect::<Vec<_>>(), "the stream is in log order");
+    assert_eq!(
+        positions,
+        (1..=400).collect::<Vec<_>>(),
+        "the stream is in log order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,28 +236,54 @@ async fn a_durable_subscriber_filtered_by_applicant_resumes_where_it_stopped() {
     let (_dir, db) = db();
     let (stop, task) = start_publisher(client.clone(), store.clone(), &db);
     for i in 0..10u64 {
-        let applicant = if i % 2 == 0 { "applicant-even" } else { "applicant-odd" };
-        store.append(applicant, ExpectedVersion::Any, vec![event(APP, "Noted", i)]).await.unwrap();
+        let applicant = if i % 2 == 0 {
+            "applicant-even"
+        } else {
+            "applicant-odd"
+        };
+        store
+            .append(
+                applicant,
+                ExpectedVersion::Any,
+                vec![event(APP, "Noted", i)],
+            )
+            .await
+            .unwrap();
     }
-    eventually(Duration::from_secs(10), "publishing", || async { (checkpoint(&db) == 10).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "publishing", || async {
+        (checkpoint(&db) == 10).then_some(())
+    })
+    .await;
 
     let config = SubscriberConfig {
         durable: "audit-even".into(),
         filter_subject: subjects::applicant_filter(APP, "even"),
         ..Default::default()
     };
-    let subscriber = EventSubscriber::new(client.clone(), config.clone()).await.unwrap();
+    let subscriber = EventSubscriber::new(client.clone(), config.clone())
+        .await
+        .unwrap();
     let mut out = Vec::new();
-    let printed = print_events(&subscriber, &mut out, Some(3), std::future::pending()).await.unwrap();
+    let printed = print_events(&subscriber, &mut out, Some(3), std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(printed, 3);
     drop(subscriber);
 
     let again = EventSubscriber::new(client.clone(), config).await.unwrap();
-    let printed = print_events(&again, &mut out, Some(2), std::future::pending()).await.unwrap();
+    let printed = print_events(&again, &mut out, Some(2), std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(printed, 2);
-    let lines: Vec<RecordedEvent> =
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.iter().all(|e| e.stream_id == "applicant-even"), "the filter keeps one applicant");
+    let lines: Vec<RecordedEvent> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().all(|e| e.stream_id == "applicant-even"),
+        "the filter keeps one applicant"
+    );
     assert_eq!(
         lines.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
         vec![0, 1, 2, 3, 4],
@@ -178,8 +300,18 @@ async fn a_failing_handler_gets_the_same_event_again() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let (_dir, db) = db();
     let (stop, task) = start_publisher(client.clone(), store.clone(), &db);
-    store.append("applicant-h", ExpectedVersion::NoStream, vec![event(APP, "ApplicantCreated", 0)]).await.unwrap();
-    eventually(Duration::from_secs(10), "publishing", || async { (checkpoint(&db) == 1).then_some(()) }).await;
+    store
+        .append(
+            "applicant-h",
+            ExpectedVersion::NoStream,
+            vec![event(APP, "ApplicantCreated", 0)],
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "publishing", || async {
+        (checkpoint(&db) == 1).then_some(())
+    })
+    .await;
 
     let config = SubscriberConfig {
         durable: "by-type".into(),
@@ -187,23 +319,31 @@ async fn a_failing_handler_gets_the_same_event_again() {
         ..Default::default()
     };
     let subscriber = EventSubscriber::new(client.clone(), config).await.unwrap();
-    let refused = subscriber.run(|_event| async { Err::<(), _>("webhook target down") }, std::future::pending()).await;
-    assert!(matches!(refused, Err(vetted_bus::BusError::Handler { .. })), "{refused:?}");
+    let refused = subscriber
+        .run(
+            |_event| async { Err::<(), _>("webhook target down") },
+            std::future::pending(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(vetted_bus::BusError::Handler { .. })),
+        "{refused:?}"
+    );
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_sub, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = subscriber.run(
         move |event| {
             let seen_tx = seen_tx.clone();
-            async move {
-                seen_tx.send(event.stream_id).map_err(|e| e.to_string())
-            }
+            async move { seen_tx.send(event.stream_id).map_err(|e| e.to_string()) }
         },
         async move {
             let _ = stopped.await;
         },
     );
     let check = async {
-        let got = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv()).await.expect("redelivered");
+        let got = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+            .await
+            .expect("redelivered");
         let _ = stop_sub.send(());
         got
     };

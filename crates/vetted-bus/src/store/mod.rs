@@ -5,9 +5,11 @@
 //!   (the stream denies delete and purge), so positions have no gaps.
 //! - One writer task per store owns publishing (see [`writer`]): it takes the appends that are
 //!   waiting, checks their expected versions against the subjects' last messages, and publishes
-//!   all their events pipelined, each message guarded by `Nats-Expected-Last-Sequence`,
-//!   `Nats-Expected-Last-Subject-Sequence` and (after the first) `Nats-Expected-Last-Msg-Id`,
-//!   so a message is stored only directly after the one the writer planned before it. A
+//!   all their events pipelined, each message guarded by `Nats-Expected-Last-Sequence` and
+//!   (after the first) `Nats-Expected-Last-Msg-Id`, so a message is stored only directly after
+//!   the one the writer planned before it. Optimistic concurrency per applicant stream follows:
+//!   the expected version is checked against the subject's last message read after the
+//!   stream's last sequence was known, and the publish fails if anything was written since. A
 //!   multi-event append therefore gets contiguous positions, and concurrent appends share
 //!   round trips (group commit).
 //! - `Nats-Msg-Id` is the event id, so re-publishing after a lost ack is deduplicated by the
@@ -28,12 +30,15 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
 use vetted_store::{
-    chain, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    chain, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+    StoreError,
 };
 
 mod writer;
 
-use crate::subjects::{self, HEADER_BATCH_INDEX, HEADER_BATCH_SIZE, HEADER_HASH, HEADER_STREAM_VERSION};
+use crate::subjects::{
+    self, HEADER_BATCH_INDEX, HEADER_BATCH_SIZE, HEADER_HASH, HEADER_STREAM_VERSION,
+};
 
 /// A read that gets no message for this long while more are known to exist gives up.
 const READ_STALL: Duration = Duration::from_secs(10);
@@ -99,12 +104,17 @@ struct Tail {
 impl JetStreamStore {
     /// Connects to `urls` (comma-separated) and opens (creating if missing) the log stream.
     pub async fn connect(urls: &str, config: JetStreamStoreConfig) -> Result<Self, StoreError> {
-        let client = crate::connect(urls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client = crate::connect(urls)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Self::open(client, config).await
     }
 
     /// Opens (creating if missing) the log stream over an existing connection.
-    pub async fn open(client: async_nats::Client, config: JetStreamStoreConfig) -> Result<Self, StoreError> {
+    pub async fn open(
+        client: async_nats::Client,
+        config: JetStreamStoreConfig,
+    ) -> Result<Self, StoreError> {
         let js = jetstream::new(client);
         let stream_config = stream::Config {
             name: config.stream.clone(),
@@ -140,7 +150,13 @@ impl JetStreamStore {
         let inner = Arc::new(Inner { js, config, closed });
         let (appends, queue) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(writer::run(inner.clone(), queue));
-        Ok(JetStreamStore { inner, open: Arc::new(Open { appends, _closed: open }) })
+        Ok(JetStreamStore {
+            inner,
+            open: Arc::new(Open {
+                appends,
+                _closed: open,
+            }),
+        })
     }
 
     /// The JetStream context this store uses (for tests and tooling).
@@ -163,7 +179,9 @@ impl Inner {
         self.js
             .get_stream_no_info(&self.config.stream)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("JetStream stream {}: {e}", self.config.stream)))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("JetStream stream {}: {e}", self.config.stream))
+            })
     }
 
     /// The last message on `subject`, or `None` if the stream has no events.
@@ -171,58 +189,114 @@ impl Inner {
         let stream = self.stream().await?;
         let message = match stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => m,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(StoreError::Unavailable(format!("reading the head of {subject}: {e}"))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "reading the head of {subject}: {e}"
+                )))
+            }
         };
         let version = header_u64(&message.headers, HEADER_STREAM_VERSION);
-        let hash = message.headers.get(HEADER_HASH).map(|v| v.as_str().to_string());
+        let hash = message
+            .headers
+            .get(HEADER_HASH)
+            .map(|v| v.as_str().to_string());
         match (version, hash) {
-            (Some(version), Some(hash)) => Ok(Some(Tail { sequence: message.sequence, version, hash })),
+            (Some(version), Some(hash)) => Ok(Some(Tail {
+                sequence: message.sequence,
+                version,
+                hash,
+            })),
             // Headers are a copy of the body: fall back to the body if they are missing.
             _ => {
                 let event = decode(&message.subject, message.sequence, &message.payload)?;
-                Ok(Some(Tail { sequence: message.sequence, version: event.stream_version, hash: event.hash }))
+                Ok(Some(Tail {
+                    sequence: message.sequence,
+                    version: event.stream_version,
+                    hash: event.hash,
+                }))
             }
         }
     }
 
-    /// Publishes one event expecting `expected_subject_sequence`, re-publishing the same
-    /// message (same `Nats-Msg-Id`) while acks are lost, until `publish_retry_for` elapses.
-    async fn publish(
+    /// Publishes `event` directly after `predecessor` (the subject's last sequence it was
+    /// planned on; 0: none) and returns its sequence. Returns [`PublishFailure::Conflict`] if
+    /// the subject moved on without it.
+    ///
+    /// The guard is the stream's last sequence, read before the subject's tail: a write in
+    /// between makes the server refuse, and the two reads are re-done. (Per-subject
+    /// expectations are not enough on 2.9 clusters: the leader checks them only against
+    /// messages already applied, so two in-flight writers can both pass.) Re-publishing after
+    /// a lost ack is harmless: the same `Nats-Msg-Id` is deduplicated.
+    async fn publish_after(
         &self,
         subject: &str,
         event: &RecordedEvent,
-        expected_subject_sequence: u64,
+        predecessor: u64,
         batch: (usize, usize),
-    ) -> Result<jetstream::publish::PublishAck, PublishFailure> {
+    ) -> Result<u64, PublishFailure> {
         let body = serde_json::to_vec(event).map_err(|e| PublishFailure::Other(e.to_string()))?;
         let body = bytes::Bytes::from(body);
         let headers = log_headers(event, batch);
         let deadline = Instant::now() + self.config.publish_retry_for;
-        let mut pause = Duration::from_millis(50);
+        let mut pause = Duration::from_millis(20);
         loop {
-            let message = jetstream::message::PublishMessage::build()
-                .payload(body.clone())
-                .headers(headers.clone())
-                .message_id(event.event_id.to_string())
-                .expected_last_subject_sequence(expected_subject_sequence);
-            let outcome = match self.js.send_publish(subject.to_string(), message).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
+            let attempt = async {
+                let last = self.last_sequence().await.map_err(|e| e.to_string())?;
+                let tail = self.tail(subject).await.map_err(|e| e.to_string())?;
+                let tail_sequence = tail.as_ref().map_or(0, |t| t.sequence);
+                if tail_sequence != predecessor {
+                    return Ok(Err(self.stored_after(subject, predecessor, event).await));
+                }
+                let message = jetstream::message::PublishMessage::build()
+                    .payload(body.clone())
+                    .headers(headers.clone())
+                    .message_id(event.event_id.to_string())
+                    .expected_last_sequence(last);
+                let ack = self
+                    .js
+                    .send_publish(subject.to_string(), message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match ack.await {
+                    Ok(ack) => Ok(Ok(ack.sequence)),
+                    // The log moved between our reads and the publish: read again.
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(String::new()),
+                    Err(e) => Err(e.to_string()),
+                }
             };
-            match outcome {
-                Ok(ack) => return Ok(ack),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Err(PublishFailure::Conflict),
-                Err(e) if Instant::now() >= deadline => return Err(PublishFailure::Unavailable(e.to_string())),
+            match attempt.await {
+                Ok(Ok(sequence)) => return Ok(sequence),
+                Ok(Err(Some(sequence))) => return Ok(sequence),
+                Ok(Err(None)) => return Err(PublishFailure::Conflict),
+                Err(e) if e.is_empty() => continue,
+                Err(e) if Instant::now() >= deadline => return Err(PublishFailure::Unavailable(e)),
                 Err(e) => {
-                    // Lost ack, no responders during a leader election, or a reconnect: the
-                    // same Nats-Msg-Id makes the retry harmless if the first attempt was stored.
                     tracing::debug!(error = %e, %subject, "publish not acknowledged; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
+    }
+
+    /// Whether `event` is the subject's message right after `predecessor` (an earlier attempt
+    /// was stored but its ack was lost); its sequence if so.
+    async fn stored_after(
+        &self,
+        subject: &str,
+        predecessor: u64,
+        event: &RecordedEvent,
+    ) -> Option<u64> {
+        let stream = self.stream().await.ok()?;
+        let next = stream
+            .get_first_raw_message_by_subject(subject, predecessor + 1)
+            .await
+            .ok()?;
+        let hash = next.headers.get(HEADER_HASH)?;
+        (hash.as_str() == event.hash).then_some(next.sequence)
     }
 
     /// Appends event by event, each expecting the previous one's subject sequence: the path
@@ -247,7 +321,11 @@ impl Inner {
                 ExpectedVersion::Exact(v) => actual == Some(v),
             };
             if !matches {
-                return Err(StoreError::WrongExpectedVersion { stream: stream_id.to_string(), expected, actual });
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: stream_id.to_string(),
+                    expected,
+                    actual,
+                });
             }
             let (mut expected_sequence, mut prev_hash, first_version) = match &tail {
                 None => (0, chain::GENESIS.to_string(), 0),
@@ -257,30 +335,34 @@ impl Inner {
             let total = events.len();
             let mut first_position = 0;
             for (i, new) in events.iter().enumerate() {
-                let event = record(stream_id, first_version + i as u64, new, recorded_at, &prev_hash);
-                match inner.publish(&subject, &event, expected_sequence, (i, total)).await {
-                    Ok(ack) => {
+                let event = record(
+                    stream_id,
+                    first_version + i as u64,
+                    new,
+                    recorded_at,
+                    &prev_hash,
+                );
+                match inner
+                    .publish_after(&subject, &event, expected_sequence, (i, total))
+                    .await
+                {
+                    Ok(sequence) => {
                         if i == 0 {
-                            first_position = ack.sequence;
+                            first_position = sequence;
                         }
-                        expected_sequence = ack.sequence;
+                        expected_sequence = sequence;
                         prev_hash = event.hash;
                     }
                     Err(PublishFailure::Conflict) if i == 0 => {
-                        // Another writer appended between our read and our publish.
-                        if expected == ExpectedVersion::Any {
-                            continue 'attempt;
-                        }
-                        let actual = inner.tail(&subject).await?.map(|t| t.version);
-                        return Err(StoreError::WrongExpectedVersion {
-                            stream: stream_id.to_string(),
-                            expected,
-                            actual,
-                        });
+                        // Another writer appended between our read and our publish: decide
+                        // again on the new tail (Any appends, the expectation is re-checked).
+                        continue 'attempt;
                     }
                     Err(failure) => {
                         let why = match failure {
-                            PublishFailure::Conflict => "another writer appended to the stream".to_string(),
+                            PublishFailure::Conflict => {
+                                "another writer appended to the stream".to_string()
+                            }
                             PublishFailure::Unavailable(e) => e,
                             PublishFailure::Other(e) => e,
                         };
@@ -289,7 +371,9 @@ impl Inner {
                         } else {
                             format!(" after {i} of {total} events were stored (re-read the stream before deciding again)")
                         };
-                        return Err(StoreError::Unavailable(format!("append to {stream_id} failed{written}: {why}")));
+                        return Err(StoreError::Unavailable(format!(
+                            "append to {stream_id} failed{written}: {why}"
+                        )));
                     }
                 }
             }
@@ -317,12 +401,15 @@ impl Inner {
         if max == 0 || start > last {
             return Ok(Vec::new());
         }
-        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("reading {filter}: {e}"));
+        let unavailable =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("reading {filter}: {e}"));
         let stream = self.stream().await?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
                 ..Default::default()
             })
             .await
@@ -333,10 +420,17 @@ impl Inner {
         loop {
             let next = tokio::time::timeout(READ_STALL, messages.next())
                 .await
-                .map_err(|_| unavailable(&format!("no message for {READ_STALL:?} before sequence {last}")))?;
+                .map_err(|_| {
+                    unavailable(&format!(
+                        "no message for {READ_STALL:?} before sequence {last}"
+                    ))
+                })?;
             let Some(message) = next else { break };
             let message = message.map_err(|e| unavailable(&e))?;
-            let sequence = message.info().map_err(|e| StoreError::Backend(e.to_string()))?.stream_sequence;
+            let sequence = message
+                .info()
+                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .stream_sequence;
             if sequence > last {
                 break;
             }
@@ -356,10 +450,9 @@ impl Inner {
     /// The stream's last sequence: the log's head.
     async fn last_sequence(&self) -> Result<u64, StoreError> {
         let stream = self.stream().await?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("JetStream stream {} info: {e}", self.config.stream)))?;
+        let info = stream.get_info().await.map_err(|e| {
+            StoreError::Unavailable(format!("JetStream stream {} info: {e}", self.config.stream))
+        })?;
         Ok(info.state.last_sequence)
     }
 }
@@ -402,7 +495,10 @@ fn record(
 /// The headers every log message carries (copies of body fields, readable without decoding).
 fn log_headers(event: &RecordedEvent, batch: (usize, usize)) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(HEADER_STREAM_VERSION, event.stream_version.to_string().as_str());
+    headers.insert(
+        HEADER_STREAM_VERSION,
+        event.stream_version.to_string().as_str(),
+    );
     headers.insert(HEADER_HASH, event.hash.as_str());
     headers.insert(HEADER_BATCH_INDEX, batch.0.to_string().as_str());
     headers.insert(HEADER_BATCH_SIZE, batch.1.to_string().as_str());
@@ -415,10 +511,11 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 
 /// Decodes a stored message; its JetStream sequence is the global position.
 fn decode(subject: &str, sequence: u64, payload: &[u8]) -> Result<RecordedEvent, StoreError> {
-    let mut event: RecordedEvent = serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
-        location: format!("JetStream message {sequence} on {subject}"),
-        reason: e.to_string(),
-    })?;
+    let mut event: RecordedEvent =
+        serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+            location: format!("JetStream message {sequence} on {subject}"),
+            reason: e.to_string(),
+        })?;
     event.global_position = sequence;
     Ok(event)
 }
@@ -435,8 +532,17 @@ impl EventStore for JetStreamStore {
             return Err(StoreError::EmptyAppend);
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = writer::AppendRequest { stream_id: stream_id.to_string(), expected, events, reply };
-        self.open.appends.send(request).await.map_err(|_| StoreError::Closed)?;
+        let request = writer::AppendRequest {
+            stream_id: stream_id.to_string(),
+            expected,
+            events,
+            reply,
+        };
+        self.open
+            .appends
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -447,7 +553,9 @@ impl EventStore for JetStreamStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let subject = self.inner.subject(stream_id);
-        let Some(tail) = self.inner.tail(&subject).await? else { return Ok(Vec::new()) };
+        let Some(tail) = self.inner.tail(&subject).await? else {
+            return Ok(Vec::new());
+        };
         if from_version > tail.version {
             return Ok(Vec::new());
         }
@@ -455,18 +563,35 @@ impl EventStore for JetStreamStore {
         // applicant streams are short, and each message's version is in its body.
         let skip = usize::try_from(from_version).unwrap_or(usize::MAX);
         let want = max.saturating_add(skip);
-        let events = self.inner.read_range(subject, 1, tail.sequence, want).await?;
-        Ok(events.into_iter().filter(|e| e.stream_version >= from_version).take(max).collect())
+        let events = self
+            .inner
+            .read_range(subject, 1, tail.sequence, want)
+            .await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.stream_version >= from_version)
+            .take(max)
+            .collect())
     }
 
-    async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let filter = format!("{}.>", self.inner.config.subject_prefix);
         let head = self.inner.last_sequence().await?;
-        self.inner.read_range(filter, from_position, head, max).await
+        self.inner
+            .read_range(filter, from_position, head, max)
+            .await
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.inner.tail(&self.inner.subject(stream_id)).await?.map(|t| t.version))
+        Ok(self
+            .inner
+            .tail(&self.inner.subject(stream_id))
+            .await?
+            .map(|t| t.version))
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
@@ -492,7 +617,14 @@ fn live_feed(inner: Arc<Inner>, start: u64) -> EventFeed {
         failures: u32,
     }
     let closed = inner.closed.clone();
-    let state = State { closed, inner, next: start, end: None, messages: None, failures: 0 };
+    let state = State {
+        closed,
+        inner,
+        next: start,
+        end: None,
+        messages: None,
+        failures: 0,
+    };
     futures::stream::unfold(state, |mut state| async move {
         loop {
             if state.end.is_some_and(|end| state.next > end) {
@@ -561,10 +693,15 @@ async fn open_ordered(inner: &Inner, start: u64) -> Result<consumer::pull::Order
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: format!("{}.>", inner.config.subject_prefix),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
             ..Default::default()
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))?;
-    consumer.messages().await.map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))
+    consumer
+        .messages()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))
 }

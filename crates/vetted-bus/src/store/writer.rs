@@ -3,12 +3,16 @@
 //! Appends queue up while a group is being written; the next group takes all of them (up to a
 //! bound), reads the last message of each subject involved (concurrently), checks expected
 //! versions, plans every event (version, hash, predicted sequence) and publishes them
-//! pipelined. Each message carries three expectations so the server stores it only exactly
+//! pipelined. Each message carries two expectations so the server stores it only exactly
 //! where it was planned:
-//! - `Nats-Expected-Last-Sequence`: the stream ends where the plan says;
-//! - `Nats-Expected-Last-Subject-Sequence`: the applicant stream ends at its planned predecessor;
+//! - `Nats-Expected-Last-Sequence`: the stream ends where the plan says (the subjects' tails
+//!   were read after that sequence was known, so they are current when this holds);
 //! - `Nats-Expected-Last-Msg-Id` (all but the first): the previous message is the one planned
 //!   before it, so nothing can be stored after a message that was not.
+//!
+//! (`Nats-Expected-Last-Subject-Sequence` is not used: a 2.9 cluster leader checks it only
+//! against applied messages, so pipelined messages of one subject would be refused and two
+//! in-flight writers could both pass it.)
 //!
 //! If anything fails mid-group, the unfinished appends are completed one by one in order
 //! (re-publishing the planned messages, which dedup if they were in fact stored), and appends
@@ -43,8 +47,6 @@ struct Planned {
     body: Bytes,
     /// Index in the append and the append's size, for the batch headers.
     batch: (usize, usize),
-    /// Sequence of the planned predecessor on the same subject (0: none).
-    subject_predecessor: u64,
 }
 
 /// An append of the group and what became of it.
@@ -77,7 +79,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut queue: mpsc::Receiver<AppendReque
 }
 
 /// Writes one group; returns the stream's last sequence if it is known for sure afterwards.
-async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Option<u64>) -> Option<u64> {
+async fn write_group(
+    inner: &Inner,
+    group: Vec<AppendRequest>,
+    known_last: Option<u64>,
+) -> Option<u64> {
     let last = match known_last {
         Some(l) => l,
         None => match inner.last_sequence().await {
@@ -90,7 +96,11 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
     };
     let subjects: Vec<String> = {
         let mut seen = HashSet::new();
-        group.iter().map(|r| inner.subject(&r.stream_id)).filter(|s| seen.insert(s.clone())).collect()
+        group
+            .iter()
+            .map(|r| inner.subject(&r.stream_id))
+            .filter(|s| seen.insert(s.clone()))
+            .collect()
     };
     let tails = join_all(subjects.iter().map(|s| inner.tail(s))).await;
     let mut heads: HashMap<String, Option<Tail>> = HashMap::with_capacity(subjects.len());
@@ -106,15 +116,19 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
         }
     }
     // Where each subject's chain stood before the group, for completing appends one by one.
-    let before: HashMap<String, u64> =
-        heads.iter().map(|(s, t)| (s.clone(), t.as_ref().map_or(0, |t| t.sequence))).collect();
+    let before: HashMap<String, u64> = heads
+        .iter()
+        .map(|(s, t)| (s.clone(), t.as_ref().map_or(0, |t| t.sequence)))
+        .collect();
 
     let recorded_at = chain::truncate_to_micros(chrono::Utc::now());
     let mut next_sequence = last + 1;
     let mut entries = Vec::with_capacity(group.len());
     for request in group {
         let subject = inner.subject(&request.stream_id);
-        let head = heads.get_mut(&subject).expect("every subject of the group has a head");
+        let head = heads
+            .get_mut(&subject)
+            .expect("every subject of the group has a head");
         let actual = head.as_ref().map(|t| t.version);
         let matches = match request.expected {
             ExpectedVersion::Any => true,
@@ -134,9 +148,9 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
         let mut plan = Vec::with_capacity(total);
         let mut encode_error = None;
         for (i, new) in request.events.iter().enumerate() {
-            let (version, prev_hash, predecessor) = match head.as_ref() {
-                None => (0, chain::GENESIS.to_string(), 0),
-                Some(t) => (t.version + 1, t.hash.clone(), t.sequence),
+            let (version, prev_hash) = match head.as_ref() {
+                None => (0, chain::GENESIS.to_string()),
+                Some(t) => (t.version + 1, t.hash.clone()),
             };
             let event = record(&request.stream_id, version, new, recorded_at, &prev_hash);
             let body = match serde_json::to_vec(&event) {
@@ -146,19 +160,34 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
                     break;
                 }
             };
-            *head = Some(Tail { sequence: next_sequence, version, hash: event.hash.clone() });
+            *head = Some(Tail {
+                sequence: next_sequence,
+                version,
+                hash: event.hash.clone(),
+            });
             next_sequence += 1;
-            plan.push(Planned { event, body, batch: (i, total), subject_predecessor: predecessor });
+            plan.push(Planned {
+                event,
+                body,
+                batch: (i, total),
+            });
         }
         if let Some(e) = encode_error {
             // Cannot happen for a RecordedEvent; refuse the append rather than panic. The
             // predicted sequences of later appends are then off, so their publishes are refused
             // by the server and they complete one by one.
-            let _ = request.reply.send(Err(StoreError::Backend(format!("encoding event: {e}"))));
+            let _ = request
+                .reply
+                .send(Err(StoreError::Backend(format!("encoding event: {e}"))));
             continue;
         }
         let stored = vec![None; total];
-        entries.push(Entry { request, subject, plan: Some(plan), stored });
+        entries.push(Entry {
+            request,
+            subject,
+            plan: Some(plan),
+            stored,
+        });
     }
 
     // Publish everything pipelined, then collect the acks in order.
@@ -172,8 +201,7 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
                 .payload(planned.body.clone())
                 .headers(log_headers(&planned.event, planned.batch))
                 .message_id(&id)
-                .expected_last_sequence(expected_last)
-                .expected_last_subject_sequence(planned.subject_predecessor);
+                .expected_last_sequence(expected_last);
             if let Some(previous) = &previous_id {
                 message = message.expected_last_message_id(previous);
             }
@@ -206,7 +234,12 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
     let mut chain_at = before;
     let mut replanned: HashSet<String> = HashSet::new();
     for entry in entries {
-        let Entry { request, subject, plan, stored } = entry;
+        let Entry {
+            request,
+            subject,
+            plan,
+            stored,
+        } = entry;
         let Some(plan) = plan else { continue };
         if let (Some(Some(first)), Some(Some(last))) = (stored.first(), stored.last()) {
             if stored.iter().all(Option::is_some) {
@@ -222,7 +255,12 @@ async fn write_group(inner: &Inner, group: Vec<AppendRequest>, known_last: Optio
         }
         let (result, used_plan) = if replanned.contains(&subject) {
             // An earlier append of this stream was planned again, so this plan is stale.
-            (inner.append_one(&request.stream_id, request.expected, &request.events).await, false)
+            (
+                inner
+                    .append_one(&request.stream_id, request.expected, &request.events)
+                    .await,
+                false,
+            )
         } else {
             let predecessor = chain_at.get(&subject).copied().unwrap_or(0);
             complete(inner, &request, &subject, &plan, stored, predecessor).await
@@ -260,13 +298,21 @@ async fn complete(
             predecessor = sequence;
             continue;
         }
-        match inner.publish(subject, &planned.event, predecessor, planned.batch).await {
-            Ok(ack) => {
-                stored[i] = Some(ack.sequence);
-                predecessor = ack.sequence;
+        match inner
+            .publish_after(subject, &planned.event, predecessor, planned.batch)
+            .await
+        {
+            Ok(sequence) => {
+                stored[i] = Some(sequence);
+                predecessor = sequence;
             }
             Err(PublishFailure::Conflict) if i == 0 => {
-                return (inner.append_one(&request.stream_id, request.expected, &request.events).await, false);
+                return (
+                    inner
+                        .append_one(&request.stream_id, request.expected, &request.events)
+                        .await,
+                    false,
+                );
             }
             Err(failure) => {
                 let why = match failure {
@@ -281,7 +327,10 @@ async fn complete(
                         plan.len()
                     )
                 };
-                let error = StoreError::Unavailable(format!("append to {} failed{written}: {why}", request.stream_id));
+                let error = StoreError::Unavailable(format!(
+                    "append to {} failed{written}: {why}",
+                    request.stream_id
+                ));
                 return (Err(error), false);
             }
         }
@@ -300,6 +349,8 @@ fn fail_all(group: Vec<AppendRequest>, error: &StoreError) {
         other => other.to_string(),
     };
     for request in group {
-        let _ = request.reply.send(Err(StoreError::Unavailable(why.clone())));
+        let _ = request
+            .reply
+            .send(Err(StoreError::Unavailable(why.clone())));
     }
 }
