@@ -12,8 +12,19 @@ use vetted_domain::{
     Context, DecisionKind, StepOutcome, StepType,
 };
 
+/// Mostly steps of the two flows in play, sometimes any step (refused as not in the flow).
 fn step() -> impl Strategy<Value = StepType> {
-    proptest::sample::select(StepType::ALL.to_vec())
+    let in_play = vec![
+        StepType::DocumentCheck,
+        StepType::Liveness,
+        StepType::FaceMatch,
+        StepType::Aml,
+        StepType::PhoneVerification,
+    ];
+    prop_oneof![
+        4 => proptest::sample::select(in_play),
+        1 => proptest::sample::select(StepType::ALL.to_vec()),
+    ]
 }
 
 fn reviewer() -> impl Strategy<Value = Option<String>> {
@@ -23,70 +34,46 @@ fn reviewer() -> impl Strategy<Value = Option<String>> {
     ]))
 }
 
+/// Commands weighted towards step results so that histories reach every status.
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        Just(Command::StartVerification),
-        (
-            step(),
-            any::<bool>(),
-            0.0f64..100.0,
-            proptest::option::of(1u32..5)
-        )
-            .prop_map(|(step, ok, score, attempt)| {
-                Command::SubmitStepResult {
-                    step,
-                    outcome: if ok {
-                        StepOutcome::Passed
-                    } else {
-                        StepOutcome::Failed
-                    },
-                    data: json!({ "score": score }),
-                    attempt,
-                    reason: None,
-                }
-            }),
-        (step(), any::<bool>()).prop_map(|(step, off)| if off {
+        1 => Just(Command::StartVerification),
+        8 => (step(), proptest::bool::weighted(0.8), 60.0f64..100.0, proptest::option::of(1u32..5)).prop_map(
+            |(step, ok, score, attempt)| Command::SubmitStepResult {
+                step,
+                outcome: if ok { StepOutcome::Passed } else { StepOutcome::Failed },
+                data: json!({ "score": score }),
+                attempt,
+                reason: None,
+            }
+        ),
+        1 => (step(), any::<bool>()).prop_map(|(step, off)| if off {
             Command::DeactivateStep { step, reason: None }
         } else {
             Command::ReactivateStep { step }
         }),
-        (0u128..4, proptest::option::of(step())).prop_map(|(n, step)| Command::RaiseWarning {
+        1 => (0u128..4, proptest::option::of(step())).prop_map(|(n, step)| Command::RaiseWarning {
             id: warning(n),
             code: format!("CODE_{n}"),
             message: "found".into(),
             step,
         }),
-        (0u128..4).prop_map(|n| Command::ResolveWarning {
-            id: warning(n),
-            comment: None
-        }),
-        reviewer().prop_map(|r| match r {
+        2 => (0u128..4).prop_map(|n| Command::ResolveWarning { id: warning(n), comment: None }),
+        2 => reviewer().prop_map(|r| match r {
             Some(reviewer_id) => Command::AssignReviewer { reviewer_id },
             None => Command::UnassignReviewer,
         }),
-        (0u128..3).prop_map(|n| Command::AddComment {
-            id: Uuid::from_u128(n),
-            text: "note".into(),
-            author: None
-        }),
-        (any::<bool>(), reviewer()).prop_map(|(ok, reviewer_id)| Command::Decide {
-            decision: if ok {
-                DecisionKind::Approve
-            } else {
-                DecisionKind::Decline
-            },
+        1 => (0u128..3).prop_map(|n| Command::AddComment { id: Uuid::from_u128(n), text: "note".into(), author: None }),
+        2 => (any::<bool>(), reviewer()).prop_map(|(ok, reviewer_id)| Command::Decide {
+            decision: if ok { DecisionKind::Approve } else { DecisionKind::Decline },
             reviewer_id,
             reasons: vec!["checked".into()],
             comment: None,
         }),
-        Just(Command::RestartFlow),
-        Just(Command::ChangeFlow {
-            flow: kyc_basic_v2()
-        }),
-        (0i64..60).prop_map(|days| Command::ScheduleDeletion {
-            grace: Duration::days(days)
-        }),
-        Just(Command::CancelDeletion),
+        1 => Just(Command::RestartFlow),
+        1 => Just(Command::ChangeFlow { flow: kyc_basic_v2() }),
+        1 => (0i64..60).prop_map(|days| Command::ScheduleDeletion { grace: Duration::days(days) }),
+        1 => Just(Command::CancelDeletion),
     ]
 }
 
