@@ -121,10 +121,26 @@ impl Projection for ApplicantListProjection {
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let domain_event = decode(event)?;
+        let owned;
+        let domain_event = match decoded {
+            Some(d) => d,
+            None => {
+                owned = decode(event)?;
+                &owned
+            }
+        };
         let key = entry_key(id);
         if let ApplicantEvent::ApplicantCreated {
             applicant_id,

@@ -201,13 +201,29 @@ impl Projection for ApplicantViewProjection {
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let domain_event = decode(event)?;
+        let owned;
+        let domain_event = match decoded {
+            Some(d) => d,
+            None => {
+                owned = decode(event)?;
+                &owned
+            }
+        };
         rows.update_json::<ApplicantFold, _>(view_key(id).as_bytes(), |fold| {
             fold.get_or_insert_with(ApplicantFold::default)
-                .apply_decoded(event, &domain_event)
+                .apply_decoded(event, domain_event)
         })
     }
 }

@@ -114,10 +114,26 @@ impl Projection for DashboardProjection {
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let domain_event = decode(event)?;
+        let owned;
+        let domain_event = match decoded {
+            Some(d) => d,
+            None => {
+                owned = decode(event)?;
+                &owned
+            }
+        };
         let app = event.tenant.as_str();
         let today = day_of(event.recorded_at);
         let tracked_key = format!("ap/{id}");

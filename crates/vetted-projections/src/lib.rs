@@ -82,6 +82,19 @@ pub trait Projection: Send + Sync + 'static {
     /// Folds one event into the read model. Reads see the changes made earlier in the batch.
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
 
+    /// Like [`Projection::apply`], given the applicant event already decoded from the payload
+    /// (`None`: not decoded; decode it yourself). A rebuild decodes each event once for all
+    /// projections; projections that read applicant events override this to skip decoding.
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&vetted_domain::ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
+        let _ = decoded;
+        self.apply(rows, event)
+    }
+
     /// Whether row `key` takes part in `verify`'s digest. Rows written only for side effects
     /// (an outbox, which a muted rebuild does not write) return `false`.
     fn in_digest(&self, _key: &[u8]) -> bool {

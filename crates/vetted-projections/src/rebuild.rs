@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use vetted_domain::ApplicantEvent;
 use vetted_store::EventStore;
 
 use crate::read_models::{LiveTree, Slot};
@@ -15,7 +16,8 @@ use crate::runner::apply_events;
 use crate::{checkpoint_of, digest_tree, Digest, Projection, ProjectionError, ReadModels};
 
 /// Events read and applied per batch while rebuilding.
-const REBUILD_BATCH: usize = 10_000;
+/// Large, so a row touched by many events of a batch is decoded and written once.
+const REBUILD_BATCH: usize = 50_000;
 
 /// How far a rebuild has come, reported after every batch (for a progress bar).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +287,22 @@ async fn step(
         return Ok((0, checkpoint));
     };
     let count = events.len();
+    // Decode each applicant event once for every target; undecodable ones are left to the
+    // projections, which report them with their position.
+    let decoded: Arc<Vec<Option<ApplicantEvent>>> = Arc::new(
+        events
+            .iter()
+            .map(|e| {
+                e.stream_id
+                    .starts_with("applicant-")
+                    .then(|| {
+                        ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload)
+                            .ok()
+                    })
+                    .flatten()
+            })
+            .collect(),
+    );
     let events = Arc::new(events);
     let mut tasks = Vec::new();
     for target in targets {
@@ -293,8 +311,9 @@ async fn step(
             target.tree.clone(),
             events.clone(),
         );
+        let decoded = decoded.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            apply_events(projection.as_ref(), &tree, &events, muted)
+            apply_events(projection.as_ref(), &tree, &events, Some(&decoded), muted)
         }));
     }
     for task in tasks {

@@ -90,10 +90,26 @@ impl Projection for ReviewerQueueProjection {
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let domain_event = decode(event)?;
+        let owned;
+        let domain_event = match decoded {
+            Some(d) => d,
+            None => {
+                owned = decode(event)?;
+                &owned
+            }
+        };
         let key = format!("rq/{id}");
         let change = rows.update_json::<Tracked, _>(key.as_bytes(), |row| {
             if let ApplicantEvent::ApplicantCreated {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vetted_domain::ApplicantEvent;
 use vetted_store::{EventStore, RecordedEvent, StoreError};
 
 use crate::read_models::Slot;
@@ -27,12 +28,15 @@ pub(crate) fn apply_events(
     projection: &dyn Projection,
     tree: &sled::Tree,
     events: &[RecordedEvent],
+    decoded: Option<&[Option<ApplicantEvent>]>,
     muted: bool,
 ) -> Result<Option<u64>, ProjectionError> {
     let checkpoint = checkpoint_of(tree)?;
-    let fresh: Vec<&RecordedEvent> = events
+    let fresh: Vec<(&RecordedEvent, Option<&ApplicantEvent>)> = events
         .iter()
-        .filter(|e| e.global_position > checkpoint)
+        .enumerate()
+        .filter(|(_, e)| e.global_position > checkpoint)
+        .map(|(i, e)| (e, decoded.and_then(|d| d.get(i)?.as_ref())))
         .collect();
     let rows = || {
         if muted {
@@ -42,21 +46,21 @@ pub(crate) fn apply_events(
         }
     };
     let mut batch = rows();
-    for (i, event) in fresh.iter().enumerate() {
-        if let Err(error) = projection.apply(&mut batch, event) {
+    for (i, (event, domain_event)) in fresh.iter().enumerate() {
+        if let Err(error) = projection.apply_decoded(&mut batch, event, *domain_event) {
             // The failed event may have left half its changes in `batch`: redo the good prefix.
             drop(batch);
             if i > 0 {
                 let mut good = rows();
-                for earlier in &fresh[..i] {
-                    projection.apply(&mut good, earlier)?;
+                for (earlier, domain_event) in &fresh[..i] {
+                    projection.apply_decoded(&mut good, earlier, *domain_event)?;
                 }
-                good.commit(fresh[i - 1].global_position)?;
+                good.commit(fresh[i - 1].0.global_position)?;
             }
             return Err(error);
         }
     }
-    match fresh.last() {
+    match fresh.last().map(|(e, _)| e) {
         Some(last) => {
             batch.commit(last.global_position)?;
             Ok(Some(last.global_position))
@@ -184,7 +188,7 @@ async fn apply_locked(slot: &Arc<Slot>, events: Vec<RecordedEvent>) -> Result<()
     let tree = live.tree.clone();
     // sled calls block: keep them off the async worker threads.
     let outcome = tokio::task::spawn_blocking(move || {
-        apply_events(projection.as_ref(), &tree, &events, false)
+        apply_events(projection.as_ref(), &tree, &events, None, false)
     })
     .await
     .map_err(|e| ProjectionError::Other(format!("projection task failed: {e}")))?;

@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use vetted_domain::ApplicantId;
+use vetted_domain::{ApplicantEvent, ApplicantId};
 use vetted_store::{ActorKind, RecordedEvent};
 
 use crate::applicant_view::{applicant_of, decode};
@@ -50,22 +50,27 @@ pub struct TimelineEntry {
 impl TimelineEntry {
     /// The entry for one recorded applicant event.
     pub fn of(event: &RecordedEvent) -> Result<TimelineEntry, ProjectionError> {
+        Ok(Self::of_decoded(event, &decode(event)?))
+    }
+
+    /// The entry for one recorded applicant event whose payload is already decoded.
+    pub fn of_decoded(event: &RecordedEvent, domain_event: &ApplicantEvent) -> TimelineEntry {
         let actor = &event.actor;
-        Ok(TimelineEntry {
+        TimelineEntry {
             at: event.recorded_at,
             actor: ActorRef {
                 kind: actor.kind,
                 id: actor.id.clone(),
             },
             action: event.event_type.clone(),
-            summary: decode(event)?.summary(),
+            summary: domain_event.summary(),
             ip: actor.ip.clone(),
             user_agent: actor.user_agent.clone(),
             os: actor.os.clone(),
             browser: actor.browser.clone(),
             version: event.stream_version,
             event_id: event.event_id,
-        })
+        }
     }
 }
 
@@ -101,12 +106,25 @@ impl Projection for TimelineProjection {
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
         let mut key = prefix(&event.tenant, id);
         key.extend_from_slice(&event.stream_version.to_be_bytes());
-        rows.put_json(key, &TimelineEntry::of(event)?)
+        let entry = match decoded {
+            Some(d) => TimelineEntry::of_decoded(event, d),
+            None => TimelineEntry::of(event)?,
+        };
+        rows.put_json(key, &entry)
     }
 }
 
