@@ -1,0 +1,61 @@
+//! Configuration: environment variables with matching CLI flags (see `vetted serve --help`).
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Which event store backend holds the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Embedded sled database in the data directory (the default; no server needed).
+    Sled,
+    /// A NATS JetStream stream (single server or cluster) at `VETTED_NATS_URL`.
+    Jetstream,
+}
+
+/// Settings shared by `vetted serve` and the offline commands.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Directory for the sled database (events on the sled backend, read models and checkpoints always).
+    #[arg(long, env = "VETTED_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "VETTED_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Event store backend.
+    #[arg(long, env = "VETTED_STORE", value_enum, default_value = "sled")]
+    pub store: StoreKind,
+    /// NATS server URL: enables the JetStream event publisher, and is the log for `--store jetstream`.
+    #[arg(long, env = "VETTED_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Operator token for admin endpoints (`POST /v1/applications`, `/v1/projections`). Unset: admin endpoints refuse.
+    #[arg(long, env = "VETTED_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Webhook retry schedule in seconds between attempts (comma separated); 9 waits = 10 attempts.
+    #[arg(
+        long,
+        env = "VETTED_WEBHOOK_RETRY_SCHEDULE",
+        value_delimiter = ',',
+        default_value = "30,60,300,900,1800,3600,7200,14400,28800"
+    )]
+    pub webhook_retry_schedule: Vec<f64>,
+    /// Webhook request timeout in seconds.
+    #[arg(long, env = "VETTED_WEBHOOK_TIMEOUT", default_value_t = 15.0)]
+    pub webhook_timeout: f64,
+}
+
+impl Config {
+    /// A configuration for tests and the demo: everything default but the data directory.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:0".into(),
+            store: StoreKind::Sled,
+            nats_url: None,
+            admin_token: None,
+            webhook_retry_schedule: vec![
+                30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+            ],
+            webhook_timeout: 15.0,
+        }
+    }
+}

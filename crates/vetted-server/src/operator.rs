@@ -1,0 +1,174 @@
+//! Operator commands on projections, online (admin API of a running server) or offline (the
+//! data directory, while no server holds it).
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::cli::{open_offline, ProjectionsCommand, Target};
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs `vetted projections ...`.
+pub async fn projections(command: ProjectionsCommand) -> CliResult {
+    match command {
+        ProjectionsCommand::List { target } => {
+            let status = match &target.server {
+                Some(url) => admin(
+                    &target,
+                    reqwest::Method::GET,
+                    &format!("{url}/v1/projections"),
+                )
+                .await?["items"]
+                    .clone(),
+                None => {
+                    let engine = open_offline(target.config.clone()).await?;
+                    let status = engine.projection_status().await?;
+                    engine.shutdown().await;
+                    status
+                }
+            };
+            print_status(&status);
+            Ok(ExitCode::SUCCESS)
+        }
+        ProjectionsCommand::Rebuild { name, all, target } => {
+            let name = match (name, all) {
+                (_, true) => "all".to_string(),
+                (Some(n), false) => n,
+                (None, false) => return Err("name a projection or pass --all".into()),
+            };
+            let reports = match &target.server {
+                Some(url) => {
+                    let bar = spinner(&format!("rebuilding {name} on {url}"));
+                    let r = admin(
+                        &target,
+                        reqwest::Method::POST,
+                        &format!("{url}/v1/projections/{name}/rebuild"),
+                    )
+                    .await;
+                    bar.finish_and_clear();
+                    r?
+                }
+                None => {
+                    let engine = open_offline(target.config.clone()).await?;
+                    let bar = ProgressBar::new(0);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!("rebuilding {name}"));
+                    let b = bar.clone();
+                    let result = engine
+                        .rebuild_projections(&name, &mut move |p| {
+                            b.set_length(p.total);
+                            b.set_position(p.done);
+                        })
+                        .await;
+                    bar.finish_and_clear();
+                    engine.shutdown().await;
+                    result?
+                }
+            };
+            for r in reports["items"].as_array().into_iter().flatten() {
+                println!(
+                    "rebuilt {}: generation {} -> {}, checkpoint {}, {} ms",
+                    r["projection"].as_str().unwrap_or("?"),
+                    r["oldGeneration"],
+                    r["generation"],
+                    r["checkpoint"],
+                    r["elapsedMs"]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProjectionsCommand::Verify { name, target } => {
+            let reports = match &target.server {
+                Some(url) => {
+                    admin(
+                        &target,
+                        reqwest::Method::POST,
+                        &format!("{url}/v1/projections/{name}/verify"),
+                    )
+                    .await?
+                }
+                None => {
+                    let engine = open_offline(target.config.clone()).await?;
+                    let r = engine.verify_projection(&name).await;
+                    engine.shutdown().await;
+                    r?
+                }
+            };
+            let mut all_match = true;
+            for r in reports["items"].as_array().into_iter().flatten() {
+                let matches = r["matches"].as_bool().unwrap_or(false);
+                all_match &= matches;
+                println!(
+                    "{} {}: live {} vs rebuilt {} at checkpoint {}",
+                    if matches { "MATCH   " } else { "MISMATCH" },
+                    r["projection"].as_str().unwrap_or("?"),
+                    r["live"]["sha256"].as_str().unwrap_or("?"),
+                    r["rebuilt"]["sha256"].as_str().unwrap_or("?"),
+                    r["checkpoint"]
+                );
+            }
+            Ok(if all_match {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn print_status(status: &Value) {
+    println!(
+        "{:<20} {:>12} {:>12} {:>10} {:>10}",
+        "projection", "checkpoint", "head", "lag", "generation"
+    );
+    for s in status.as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:>12} {:>12} {:>10} {:>10}",
+            s["name"].as_str().unwrap_or("?"),
+            s["checkpoint"],
+            s["head"],
+            s["lag"],
+            s["generation"]
+        );
+    }
+}
+
+async fn admin(
+    target: &Target,
+    method: reqwest::Method,
+    url: &str,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let token = target.config.admin_token.clone().ok_or(
+        "online operator commands need the admin token (VETTED_ADMIN_TOKEN or --admin-token)",
+    )?;
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!(
+            "{url} answered {status}: {}",
+            body["error"]["message"].as_str().unwrap_or("")
+        )
+        .into());
+    }
+    Ok(body)
+}

@@ -1,0 +1,422 @@
+//! The command pipeline: read the applicant's stream, fold it, `decide`, append the new events
+//! with optimistic concurrency, and answer with the view folded from the same stream.
+//! Applications and flows are created the same way on their own streams.
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+use vetted_domain::{
+    decide, AppKey, Applicant, ApplicantEvent, ApplicantId, Application, ApplicationEvent, Command,
+    Context, Flow, FlowEvent, FlowSettings, Mode, StepSpec,
+};
+use vetted_projections::ApplicantView;
+use vetted_store::{Actor, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+
+use crate::error::ApiError;
+use crate::keys::{self, ApplicationSecrets};
+use crate::registry::{application_stream, flow_stream};
+use crate::Engine;
+
+/// How many times a command without `If-Match` is re-decided after losing a race.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Request metadata stamped on the events a command appends.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+}
+
+impl Meta {
+    /// Metadata for a system action (bootstrap, demo, scheduled jobs).
+    pub fn system() -> Self {
+        Meta {
+            actor: Actor::system(),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+}
+
+/// `POST /v1/applications` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewApplication {
+    pub name: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// `POST /v1/flows` body: a flow definition without id and version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewFlow {
+    pub name: String,
+    pub steps: Vec<StepSpec>,
+    #[serde(flatten)]
+    pub settings: FlowSettings,
+}
+
+/// `POST /v1/applicants` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewApplicant {
+    pub external_user_id: String,
+    pub flow: String,
+    #[serde(default)]
+    pub flow_version: Option<u32>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub lang: Option<String>,
+}
+
+/// What a command produced: the applicant's whole stream after it, and the append (if any).
+pub struct CommandOutcome {
+    pub view: ApplicantView,
+    pub appended: Option<AppendResult>,
+}
+
+fn envelopes(
+    tenant: &str,
+    meta: &Meta,
+    events: Vec<(String, u32, serde_json::Value)>,
+) -> Vec<NewEvent> {
+    let mut first: Option<Uuid> = None;
+    events
+        .into_iter()
+        .map(|(event_type, schema_version, payload)| {
+            let event_id = Uuid::now_v7();
+            // Follow-on events of one command (e.g. StatusChanged) are caused by the first.
+            let causation_id = first;
+            first.get_or_insert(event_id);
+            NewEvent {
+                event_id,
+                event_type,
+                schema_version,
+                tenant: tenant.to_string(),
+                actor: meta.actor.clone(),
+                correlation_id: meta.correlation_id,
+                causation_id,
+                payload,
+            }
+        })
+        .collect()
+}
+
+fn validate_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
+    if let Some(u) = url {
+        let ok = (u.starts_with("http://") || u.starts_with("https://"))
+            && u.len() <= 2048
+            && !u.contains(char::is_whitespace);
+        if !ok {
+            return Err(ApiError::validation(format!(
+                "{field} must be an http(s) URL, got {u:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::validation(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::validation(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes stored applicant events into domain events.
+pub fn decode_applicant_events(events: &[RecordedEvent]) -> Result<Vec<ApplicantEvent>, ApiError> {
+    events
+        .iter()
+        .map(|e| {
+            ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload).map_err(
+                |err| {
+                    ApiError::internal(format!(
+                        "stored event {}@{} cannot be decoded: {err}",
+                        e.stream_id, e.stream_version
+                    ))
+                },
+            )
+        })
+        .collect()
+}
+
+/// Folds a stream into the applicant view, answering 404 if it is absent or another tenant's.
+pub fn view_of(
+    app_key: &AppKey,
+    id: &ApplicantId,
+    events: &[RecordedEvent],
+) -> Result<ApplicantView, ApiError> {
+    let view = ApplicantView::fold(events)?;
+    match view {
+        Some(v) if &v.app_key == app_key => Ok(v),
+        _ => Err(ApiError::not_found(format!(
+            "no applicant {id} in this application"
+        ))),
+    }
+}
+
+impl Engine {
+    /// Creates an application (tenant) and returns it with its secrets (shown once).
+    pub async fn create_application(
+        &self,
+        req: NewApplication,
+        meta: &Meta,
+    ) -> Result<(Application, ApplicationSecrets), ApiError> {
+        non_empty("name", &req.name, 200)?;
+        validate_url("webhookUrl", &req.webhook_url)?;
+        validate_url("redirectUrl", &req.redirect_url)?;
+        for (k, v) in &req.webhook_headers {
+            let valid_name = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name || v.contains(['\r', '\n']) {
+                return Err(ApiError::validation(format!(
+                    "webhookHeaders has an invalid header {k:?}"
+                )));
+            }
+        }
+        let secrets = keys::generate()
+            .map_err(|e| ApiError::internal(format!("random source failed: {e}")))?;
+        let app = Application {
+            app_key: AppKey(Uuid::new_v4()),
+            name: req.name.trim().to_string(),
+            private_key_hash: keys::hash_private_key(&secrets.private_key),
+            crypto_key: secrets.crypto_key.clone(),
+            signing_secret: secrets.signing_secret.clone(),
+            webhook_url: req.webhook_url,
+            webhook_headers: req.webhook_headers,
+            redirect_url: req.redirect_url,
+            mode: req.mode.unwrap_or(Mode::Test),
+        };
+        let event = ApplicationEvent::ApplicationCreated(app.clone());
+        let batch = envelopes(
+            &app.app_key.to_string(),
+            meta,
+            vec![(
+                event.event_type().to_string(),
+                event.schema_version(),
+                event.to_payload(),
+            )],
+        );
+        let appended = self
+            .store
+            .append(
+                &application_stream(&app.app_key),
+                ExpectedVersion::NoStream,
+                batch,
+            )
+            .await?;
+        self.wait_for_registry(appended.last_position).await?;
+        Ok((app, secrets))
+    }
+
+    /// Records a changed application (webhook URL, headers, keys).
+    pub async fn update_application(
+        &self,
+        app: Application,
+        meta: &Meta,
+    ) -> Result<Application, ApiError> {
+        validate_url("webhookUrl", &app.webhook_url)?;
+        validate_url("redirectUrl", &app.redirect_url)?;
+        let event = ApplicationEvent::ApplicationUpdated(app.clone());
+        let batch = envelopes(
+            &app.app_key.to_string(),
+            meta,
+            vec![(
+                event.event_type().to_string(),
+                event.schema_version(),
+                event.to_payload(),
+            )],
+        );
+        let appended = self
+            .store
+            .append(
+                &application_stream(&app.app_key),
+                ExpectedVersion::Any,
+                batch,
+            )
+            .await?;
+        self.wait_for_registry(appended.last_position).await?;
+        Ok(app)
+    }
+
+    /// Creates a flow, or a new version of it when the name exists.
+    pub async fn create_flow(
+        &self,
+        app_key: &AppKey,
+        req: NewFlow,
+        meta: &Meta,
+    ) -> Result<Flow, ApiError> {
+        non_empty("name", &req.name, 100)?;
+        if !req
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ApiError::validation(
+                "flow name may only use letters, digits, '-' and '_'",
+            ));
+        }
+        let stream = flow_stream(app_key, &req.name);
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.store.stream_version(&stream).await?;
+            let latest = self.registry.flow(app_key, &req.name)?;
+            let version = latest.map(|f| f.version + 1).unwrap_or(1);
+            let flow = Flow {
+                id: Uuid::now_v7(),
+                name: req.name.clone(),
+                version,
+                steps: req.steps.clone(),
+                settings: req.settings.clone(),
+            };
+            flow.validate()?;
+            let event = FlowEvent::FlowVersionCreated {
+                app_key: app_key.clone(),
+                flow: flow.clone(),
+            };
+            let batch = envelopes(
+                &app_key.to_string(),
+                meta,
+                vec![(
+                    event.event_type().to_string(),
+                    event.schema_version(),
+                    event.to_payload(),
+                )],
+            );
+            let expected = current
+                .map(ExpectedVersion::Exact)
+                .unwrap_or(ExpectedVersion::NoStream);
+            match self.store.append(&stream, expected, batch).await {
+                Ok(appended) => {
+                    self.wait_for_registry(appended.last_position).await?;
+                    return Ok(flow);
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::version_conflict(None, "the latest flow version"))
+    }
+
+    /// Creates an applicant pinned to the named flow (latest version unless one is given).
+    pub async fn create_applicant(
+        &self,
+        app_key: &AppKey,
+        req: NewApplicant,
+        meta: &Meta,
+    ) -> Result<CommandOutcome, ApiError> {
+        non_empty("externalUserId", &req.external_user_id, 256)?;
+        let flow = match req.flow_version {
+            Some(v) => self.registry.flow_version(app_key, &req.flow, v)?,
+            None => self.registry.flow(app_key, &req.flow)?,
+        }
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "no flow named {:?} in this application; create it with POST /v1/flows",
+                req.flow
+            ))
+        })?;
+        let id = ApplicantId(Uuid::now_v7());
+        let command = Command::CreateApplicant {
+            id: id.clone(),
+            app_key: app_key.clone(),
+            external_user_id: req.external_user_id,
+            email: req.email,
+            phone: req.phone,
+            lang: req.lang,
+            flow,
+        };
+        self.execute(app_key, &id, None, meta, command).await
+    }
+
+    /// Runs `command` on an applicant: fold, decide, append (retrying lost races unless the caller
+    /// pinned a version with `If-Match`), then answer with the new view.
+    pub async fn execute(
+        &self,
+        app_key: &AppKey,
+        id: &ApplicantId,
+        if_match: Option<u64>,
+        meta: &Meta,
+        command: Command,
+    ) -> Result<CommandOutcome, ApiError> {
+        let stream = id.stream();
+        let creating = matches!(command, Command::CreateApplicant { .. });
+        for _ in 0..CONFLICT_RETRIES {
+            let stored = self.store.read_stream(&stream, 0, usize::MAX).await?;
+            if !creating {
+                // 404 for unknown and for another application's applicant alike.
+                view_of(app_key, id, &stored)?;
+            }
+            let current = stored.last().map(|e| e.stream_version);
+            if let Some(expected) = if_match {
+                if current != Some(expected) {
+                    return Err(ApiError::version_conflict(current, expected));
+                }
+            }
+            let state: Applicant = vetted_domain::fold(decode_applicant_events(&stored)?.iter());
+            let new_events = decide(&state, command.clone(), &Context { now: Utc::now() })?;
+            if new_events.is_empty() {
+                return Ok(CommandOutcome {
+                    view: view_of(app_key, id, &stored)?,
+                    appended: None,
+                });
+            }
+            let batch = envelopes(
+                &app_key.to_string(),
+                meta,
+                new_events
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.event_type().to_string(),
+                            e.schema_version(),
+                            e.to_payload(),
+                        )
+                    })
+                    .collect(),
+            );
+            let expected = current
+                .map(ExpectedVersion::Exact)
+                .unwrap_or(ExpectedVersion::NoStream);
+            match self.store.append(&stream, expected, batch).await {
+                Ok(appended) => {
+                    let stored = self.store.read_stream(&stream, 0, usize::MAX).await?;
+                    let view = view_of(app_key, id, &stored)?;
+                    self.wait_for_read_models(appended.last_position).await;
+                    return Ok(CommandOutcome {
+                        view,
+                        appended: Some(appended),
+                    });
+                }
+                Err(StoreError::WrongExpectedVersion { actual, .. }) if if_match.is_some() => {
+                    return Err(ApiError::version_conflict(
+                        actual,
+                        if_match.unwrap_or_default(),
+                    ));
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let current = self.store.stream_version(&stream).await?;
+        Err(ApiError::version_conflict(
+            current,
+            "a version that kept moving (too many concurrent writers)",
+        ))
+    }
+}

@@ -1,0 +1,357 @@
+//! The HTTP API over real HTTP, against a real sled data directory.
+mod common;
+
+use common::{TestServer, ADMIN};
+use serde_json::{json, Value};
+
+fn status_of(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or("?")
+}
+
+#[tokio::test]
+async fn an_applicant_who_passes_every_step_is_approved_automatically() {
+    let s = TestServer::start().await;
+    let (key, app_key) = s.application().await;
+    let (status, created) = s
+        .post(&key, "/v1/applicants", json!({"externalUserId": "user-42", "flow": "kyc-basic", "email": "a@example.com", "phone": "+15550100", "lang": "en"}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(created["status"], "INIT");
+    assert_eq!(created["version"], 0);
+    assert_eq!(created["appKey"], app_key.as_str());
+    assert_eq!(created["externalUserId"], "user-42");
+    assert_eq!(created["flow"]["name"], "kyc-basic");
+    assert_eq!(created["flow"]["version"], 1);
+    assert_eq!(created["steps"][0]["type"], "document_check");
+    assert_eq!(created["steps"][0]["status"], "pending");
+    assert_eq!(created["steps"][0]["attempts"], 0);
+    assert!(created["reviewer"].is_null());
+    let id = created["id"].as_str().unwrap();
+
+    let (st, v) = s
+        .step(
+            &key,
+            id,
+            "document_check",
+            "passed",
+            json!({"documentNumber": "L898902C3", "country": "UTO"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(status_of(&v), "INCOMPLETE");
+    s.step(&key, id, "liveness", "passed", json!({})).await;
+    let (_, v) = s
+        .step(&key, id, "face_match", "passed", json!({"score": 92.5}))
+        .await;
+    assert_eq!(status_of(&v), "IN_PROGRESS");
+    let (_, v) = s.step(&key, id, "aml", "passed", json!({})).await;
+    assert_eq!(status_of(&v), "APPROVED");
+
+    let (st, live) = s.get(&key, &format!("/v1/applicants/{id}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(live, v, "the read model shows what the command answered");
+
+    let (_, timeline) = s.get(&key, &format!("/v1/applicants/{id}/timeline")).await;
+    let items = timeline["items"].as_array().unwrap();
+    assert_eq!(items[0]["action"], "ApplicantCreated");
+    assert!(items
+        .iter()
+        .any(|i| i["action"] == "StepPassed" && i["ip"] == "127.0.0.1"));
+    assert_eq!(items.last().unwrap()["version"], v["version"]);
+
+    let (_, events) = s.get(&key, &format!("/v1/applicants/{id}/events")).await;
+    let events = events["items"].as_array().unwrap();
+    assert_eq!(events.len() as u64, v["version"].as_u64().unwrap() + 1);
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1]["prevHash"], pair[0]["hash"],
+            "each event chains to the previous one"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_low_face_match_waits_for_a_reviewer_who_declines() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let id = s.applicant(&key, "bob").await;
+    for step in ["document_check", "liveness"] {
+        s.step(&key, &id, step, "passed", json!({})).await;
+    }
+    s.step(&key, &id, "face_match", "passed", json!({"score": 70}))
+        .await;
+    let (_, v) = s.step(&key, &id, "aml", "passed", json!({})).await;
+    assert_eq!(status_of(&v), "COMPLETED");
+
+    let (st, err) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/decision"),
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(st, 409, "a decision needs an assigned reviewer: {err}");
+    assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string());
+
+    let (st, v) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/reviewer"),
+            json!({"reviewerId": "rev-1"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["reviewer"], "rev-1");
+    let (_, queue) = s.get(&key, "/v1/reviewers/rev-1/queue").await;
+    assert_eq!(
+        queue["items"].as_array().map(|a| a.len()),
+        Some(1),
+        "{queue}"
+    );
+
+    let (st, v) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/decision"),
+            json!({"decision": "decline", "reasons": ["FACE_MISMATCH"], "comment": "no match"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(status_of(&v), "DECLINED");
+    let (st, err) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/decision"),
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("rev-1"),
+        "names who decided: {err}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unresolved_warning_holds_the_applicant_until_resolved() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let id = s.applicant(&key, "carol").await;
+    s.step(&key, &id, "document_check", "passed", json!({}))
+        .await;
+    let (st, w) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/warnings"),
+            json!({"code": "DOCUMENT_EXPIRED", "message": "expired"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{w}");
+    let wid = w["id"].as_str().unwrap().to_string();
+    assert_eq!(w["applicant"]["status"], "ON_HOLD");
+    for step in ["liveness", "aml"] {
+        s.step(&key, &id, step, "passed", json!({})).await;
+    }
+    let (_, v) = s
+        .step(&key, &id, "face_match", "passed", json!({"score": 99}))
+        .await;
+    assert_eq!(
+        status_of(&v),
+        "ON_HOLD",
+        "every step passed but the warning holds it"
+    );
+    let (st, v) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/warnings/{wid}/resolve"),
+            json!({"comment": "renewed"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(status_of(&v), "APPROVED");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn if_match_guards_against_lost_updates() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let id = s.applicant(&key, "dave").await;
+    let r = s
+        .http
+        .get(s.url(&format!("/v1/applicants/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"0\"");
+    let r = s
+        .http
+        .post(s.url(&format!("/v1/applicants/{id}/comments")))
+        .bearer_auth(&key)
+        .header("If-Match", "\"0\"")
+        .json(&json!({"text": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let r = s
+        .http
+        .post(s.url(&format!("/v1/applicants/{id}/comments")))
+        .bearer_auth(&key)
+        .header("If-Match", "0")
+        .json(&json!({"text": "stale"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "version_conflict");
+    assert_eq!(body["error"]["currentVersion"], 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_applications_applicant_is_not_found() {
+    let s = TestServer::start().await;
+    let (key_a, _) = s.application().await;
+    let (key_b, _) = s.application().await;
+    let id = s.applicant(&key_a, "erin").await;
+    let (st, body) = s.get(&key_b, &format!("/v1/applicants/{id}")).await;
+    assert_eq!(st, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (st, _) = s
+        .step(&key_b, &id, "document_check", "passed", json!({}))
+        .await;
+    assert_eq!(st, 404, "commands are scoped too");
+    let (st, _) = s.get(&key_b, &format!("/v1/applicants/{id}/events")).await;
+    assert_eq!(st, 404);
+    let (st, _) = s.get("prv_wrong", &format!("/v1/applicants/{id}")).await;
+    assert_eq!(st, 401);
+    let (_, list) = s.get(&key_b, "/v1/applicants").await;
+    assert_eq!(list["items"].as_array().map(|a| a.len()), Some(0));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_loses_nothing() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let id = s.applicant(&key, "frank").await;
+    let post_raw = |body: Vec<u8>| {
+        s.http
+            .post(s.url(&format!("/v1/applicants/{id}/steps/document_check")))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post_raw(b"{\"outcome\": ".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed_json"
+    );
+    let r = post_raw(b"{\"outcome\": \"maybe\"}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let mut big = b"{\"outcome\":\"passed\",\"data\":{\"blob\":\"".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1024 * 1024 + 10));
+    big.extend(b"\"}}");
+    let r = post_raw(big).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
+    let (st, body) = s
+        .step(&key, &id, "selfie_with_document", "passed", json!({}))
+        .await;
+    assert!(
+        st == 409 || st == 422,
+        "a step the flow does not have is refused: {st} {body}"
+    );
+    let (st, _) = s.step(&key, &id, "warp_drive", "passed", json!({})).await;
+    assert_eq!(st, 404);
+    let (st, _) = s.get(&key, "/v1/applicants/not-a-uuid").await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .get(&key, &format!("/v1/applicants/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(st, 404);
+    let (st, body) = s
+        .post(
+            &key,
+            "/v1/applicants",
+            json!({"externalUserId": "x", "flow": "nope"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{body}");
+    let (_, v) = s.get(&key, &format!("/v1/applicants/{id}")).await;
+    assert_eq!(
+        v["version"], 0,
+        "nothing was appended by the refused requests"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_token() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let (st, body) = s.post(&key, "/v1/applications", json!({"name": "x"})).await;
+    assert_eq!(st, 403, "{body}");
+    let (st, _) = s.get(&key, "/v1/projections").await;
+    assert_eq!(st, 403);
+    let (st, p) = s.get(ADMIN, "/v1/projections").await;
+    assert_eq!(st, 200);
+    assert!(
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "applicant_view"),
+        "{p}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_timeline_as_of_a_moment_shows_only_what_had_happened() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let id = s.applicant(&key, "gina").await;
+    let (_, after_doc) = s
+        .step(&key, &id, "document_check", "passed", json!({}))
+        .await;
+    let moment = chrono::Utc::now();
+    s.step(&key, &id, "liveness", "passed", json!({})).await;
+    let at = moment.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (st, then) = s
+        .get(
+            &key,
+            &format!("/v1/applicants/{id}?asOf={}", at.replace('+', "%2B")),
+        )
+        .await;
+    assert_eq!(st, 200, "{then}");
+    assert_eq!(
+        then, after_doc,
+        "the replay equals what the live view showed then"
+    );
+    let (_, tl) = s
+        .get(&key, &format!("/v1/applicants/{id}/timeline?asOf={at}"))
+        .await;
+    assert_eq!(
+        tl["items"].as_array().unwrap().len() as u64,
+        after_doc["version"].as_u64().unwrap() + 1
+    );
+    let (st, _) = s
+        .get(&key, &format!("/v1/applicants/{id}?asOf=yesterday"))
+        .await;
+    assert_eq!(st, 400);
+    s.stop().await;
+}
