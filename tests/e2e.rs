@@ -78,20 +78,23 @@ async fn acknowledged_events_survive_sigkill_and_the_view_is_unchanged() {
     let http = reqwest::Client::new();
     let base = server.base.clone();
 
-    let post = |path: String, body: Value| {
-        let http = http.clone();
-        let key = key.clone();
-        let url = format!("{base}{path}");
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
+    let post = {
+        let (http, key, base) = (http.clone(), key.clone(), base.clone());
+        move |path: String, body: Value| {
+            let http = http.clone();
+            let key = key.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            }
         }
     };
 
