@@ -103,6 +103,23 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint of a stored application; `Ok(None)` when it has no webhook URL.
+    pub fn from_application(
+        app: &vetted_domain::Application,
+    ) -> Result<Option<Self>, EndpointError> {
+        app.webhook_url
+            .as_deref()
+            .map(|url| {
+                Endpoint::new(
+                    url,
+                    app.webhook_headers.clone(),
+                    &app.crypto_key,
+                    &app.signing_secret,
+                )
+            })
+            .transpose()
+    }
+
     /// The secrets that sign at `now`: the current one, then the previous one while its overlap lasts.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&SigningSecret> {
         let mut out = vec![&self.secret];
