@@ -54,13 +54,24 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 }
 
 async fn store_feed_latency(url: &str) {
-    let config = JetStreamStoreConfig { stream: "BENCH_LATENCY".into(), subject_prefix: "bench1.log".into(), ..Default::default() };
+    let config = JetStreamStoreConfig {
+        stream: "BENCH_LATENCY".into(),
+        subject_prefix: "bench1.log".into(),
+        ..Default::default()
+    };
     let store = JetStreamStore::connect(url, config).await.expect("store");
     let mut feed = store.subscribe_all(1);
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for n in 0..LATENCY_SAMPLES as u64 {
         let start = Instant::now();
-        store.append("applicant-latency", ExpectedVersion::Any, vec![new_event(n)]).await.expect("append");
+        store
+            .append(
+                "applicant-latency",
+                ExpectedVersion::Any,
+                vec![new_event(n)],
+            )
+            .await
+            .expect("append");
         let event = feed.next().await.expect("feed open").expect("event");
         assert_eq!(event.stream_version, n);
         samples.push(start.elapsed());
@@ -73,21 +84,39 @@ async fn fan_out_latency(url: &str) {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sled::open(dir.path().join("db")).expect("sled");
-    let publisher = NatsPublisher::new(client.clone(), store.clone(), &db, PublisherConfig::default()).expect("publisher");
+    let publisher = NatsPublisher::new(
+        client.clone(),
+        store.clone(),
+        &db,
+        PublisherConfig::default(),
+    )
+    .expect("publisher");
     publisher.ensure_stream().await.expect("events stream");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(publisher.run(async move {
         let _ = stopped.await;
     }));
-    let subscriber = EventSubscriber::new(client, SubscriberConfig { durable: "bench".into(), ..Default::default() })
-        .await
-        .expect("subscriber");
+    let subscriber = EventSubscriber::new(
+        client,
+        SubscriberConfig {
+            durable: "bench".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("subscriber");
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for n in 0..LATENCY_SAMPLES as u64 {
         let start = Instant::now();
-        store.append("applicant-fanout", ExpectedVersion::Any, vec![new_event(n)]).await.expect("append");
+        store
+            .append("applicant-fanout", ExpectedVersion::Any, vec![new_event(n)])
+            .await
+            .expect("append");
         loop {
-            let got = subscriber.fetch(1, Duration::from_secs(5)).await.expect("fetch");
+            let got = subscriber
+                .fetch(1, Duration::from_secs(5))
+                .await
+                .expect("fetch");
             if let Some(d) = got.into_iter().next() {
                 d.ack().await.expect("ack");
                 break;
@@ -101,7 +130,11 @@ async fn fan_out_latency(url: &str) {
 }
 
 async fn durable_appends_per_second(url: &str) {
-    let config = JetStreamStoreConfig { stream: "BENCH_THROUGHPUT".into(), subject_prefix: "bench2.log".into(), ..Default::default() };
+    let config = JetStreamStoreConfig {
+        stream: "BENCH_THROUGHPUT".into(),
+        subject_prefix: "bench2.log".into(),
+        ..Default::default()
+    };
     let store = JetStreamStore::connect(url, config).await.expect("store");
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -112,7 +145,10 @@ async fn durable_appends_per_second(url: &str) {
             let stream = format!("applicant-writer-{w}");
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
-                store.append(&stream, ExpectedVersion::Any, vec![new_event(n)]).await.expect("append");
+                store
+                    .append(&stream, ExpectedVersion::Any, vec![new_event(n)])
+                    .await
+                    .expect("append");
                 n += 1;
                 count.fetch_add(1, Ordering::Relaxed);
             }
@@ -126,7 +162,11 @@ async fn durable_appends_per_second(url: &str) {
     }
     let elapsed = start.elapsed();
     let total = count.load(Ordering::Relaxed);
-    assert_eq!(store.head().await.expect("head"), total, "every acknowledged append is in the log");
+    assert_eq!(
+        store.head().await.expect("head"),
+        total,
+        "every acknowledged append is in the log"
+    );
     println!(
         "JetStreamStore {WRITERS} writers: {total} acknowledged appends in {elapsed:.2?} = {:.0} appends/s",
         total as f64 / elapsed.as_secs_f64()
@@ -139,7 +179,10 @@ fn main() {
         return;
     }
     let server = NatsServer::start().expect("nats-server starts");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         store_feed_latency(&server.url()).await;
         fan_out_latency(&server.url()).await;
