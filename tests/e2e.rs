@@ -19,7 +19,7 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vetted"))
+        let child = Command::new(env!("CARGO_BIN_EXE_vetted"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("VETTED_ADMIN_TOKEN", ADMIN)
@@ -28,7 +28,12 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the vetted binary starts");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut server = Server {
+            child,
+            base: String::new(),
+            banner: Vec::new(),
+        };
+        let stdout = server.child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -38,27 +43,29 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut banner = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
                 .expect("vetted prints its address within 60 s");
             if let Some(addr) = line.strip_prefix("vetted listening on ") {
-                return Server {
-                    child,
-                    base: addr.trim().to_string(),
-                    banner,
-                };
+                server.base = addr.trim().to_string();
+                return server;
             }
-            banner.push(line);
+            server.banner.push(line);
         }
     }
 
-    fn kill9(mut self) {
-        // SIGKILL: no graceful shutdown, no flush beyond what was acknowledged.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
+    /// SIGKILL: no graceful shutdown, no flush beyond what was acknowledged.
+    fn kill9(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -339,12 +339,12 @@ async fn replay(
                 "applicant {} ({}) as of {t}: {} at version {}",
                 view.id,
                 view.external_user_id,
-                serde_json::to_value(&view.status)?.as_str().unwrap_or("?"),
+                serde_json::to_value(view.status)?.as_str().unwrap_or("?"),
                 view.version
             );
             println!(
-                "{:<27} {:>4}  {:<22} {:<18} {}",
-                "at", "ver", "action", "actor", "summary"
+                "{:<27} {:>4}  {:<22} {:<18} summary",
+                "at", "ver", "action", "actor"
             );
             for e in timeline {
                 let actor = serde_json::to_value(&e.actor)?;

@@ -68,7 +68,7 @@ async fn applicant(engine: &Engine, app: &AppKey, who: &str) -> Result<Applicant
     let out = engine
         .create_applicant(app, req, &meta(ActorKind::Api, "client-backend"))
         .await?;
-    let id = out.view.id.clone();
+    let id = out.view.id;
     println!("  {who}: created {id} ({})", out.view.status);
     Ok(id)
 }
@@ -95,7 +95,7 @@ pub async fn run(data_dir: Option<std::path::PathBuf>) -> CliResult {
             .next()
             .ok_or("no application")?,
     };
-    let key = app.app_key.clone();
+    let key = app.app_key;
 
     println!("\n1. alice passes every step with a 92% face match: auto-approved");
     let alice = applicant(&engine, &key, "alice").await?;

@@ -286,7 +286,7 @@ impl Engine {
             };
             flow.validate()?;
             let event = FlowEvent::FlowVersionCreated {
-                app_key: app_key.clone(),
+                app_key: *app_key,
                 flow: flow.clone(),
             };
             let batch = envelopes(
@@ -333,8 +333,8 @@ impl Engine {
         })?;
         let id = ApplicantId(Uuid::now_v7());
         let command = Command::CreateApplicant {
-            id: id.clone(),
-            app_key: app_key.clone(),
+            id,
+            app_key: *app_key,
             external_user_id: req.external_user_id,
             email: req.email,
             phone: req.phone,

@@ -302,7 +302,7 @@ pub async fn raise_warning(
     let applicant = applicant_id(&id)?;
     let warning_id = WarningId(Uuid::now_v7());
     let command = Command::RaiseWarning {
-        id: warning_id.clone(),
+        id: warning_id,
         code: body.code.clone(),
         message: body.message.clone(),
         step: body.step,
