@@ -59,6 +59,21 @@ pub enum Commands {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Print events from NATS JetStream as JSON lines, resuming where the durable consumer stopped.
+    Subscribe {
+        /// NATS server URL(s), comma separated.
+        #[arg(long, env = "VETTED_NATS_URL")]
+        nats_url: String,
+        /// One subject filter, e.g. `vetted.events.<appKey>.>` or `vetted.events.*.*.StatusChanged`.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Durable consumer name: the server remembers what it has acknowledged.
+        #[arg(long, default_value = "vetted-cli")]
+        durable: String,
+        /// Stop after this many events (default: run until interrupted).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 /// `vetted audit ...`
@@ -166,6 +181,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
             config,
         } => replay(&applicant, &as_of, format, config).await,
         Commands::Projections { command } => crate::operator::projections(command).await,
+        Commands::Subscribe {
+            nats_url,
+            filter,
+            durable,
+            limit,
+        } => subscribe(&nats_url, filter, durable, limit).await,
     }
 }
 
@@ -268,6 +289,27 @@ async fn audit_verify(
             Ok(ExitCode::from(2))
         }
     }
+}
+
+async fn subscribe(
+    nats_url: &str,
+    filter: Option<String>,
+    durable: String,
+    limit: Option<u64>,
+) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    let client = vetted_bus::connect(nats_url).await?;
+    let mut config = vetted_bus::SubscriberConfig {
+        durable,
+        ..Default::default()
+    };
+    if let Some(filter) = filter {
+        config.filter_subject = filter;
+    }
+    let subscriber = vetted_bus::EventSubscriber::new(client, config).await?;
+    let mut out = std::io::stdout().lock();
+    let printed = vetted_bus::print_events(&subscriber, &mut out, limit, shutdown_signal()).await?;
+    eprintln!("{printed} events");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_applicant(raw: &str) -> Result<ApplicantId, String> {

@@ -27,6 +27,9 @@ pub struct Config {
     /// NATS server URL: enables the JetStream event publisher, and is the log for `--store jetstream`.
     #[arg(long, env = "VETTED_NATS_URL")]
     pub nats_url: Option<String>,
+    /// Replicas of the JetStream streams Vetted creates (3 in a cluster).
+    #[arg(long, env = "VETTED_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
     /// Operator token for admin endpoints (`POST /v1/applications`, `/v1/projections`). Unset: admin endpoints refuse.
     #[arg(long, env = "VETTED_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -51,6 +54,7 @@ impl Config {
             listen: "127.0.0.1:0".into(),
             store: StoreKind::Sled,
             nats_url: None,
+            nats_replicas: 1,
             admin_token: None,
             webhook_retry_schedule: vec![
                 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,

@@ -48,6 +48,9 @@ pub struct Engine {
     pub read_models: Arc<ReadModels>,
     pub registry: Registry,
     runner: tokio::sync::Mutex<Option<Runner>>,
+    /// Background tasks (NATS publisher, webhook worker) and the signal that stops them.
+    background: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// The read-model projections every node runs (the registry first: tenancy needs it).
@@ -98,19 +101,38 @@ impl Engine {
             read_models,
             registry,
             runner: tokio::sync::Mutex::new(None),
+            background: tokio::sync::Mutex::new(Vec::new()),
+            stop: tokio::sync::watch::Sender::new(false),
         }))
     }
 
-    /// Starts the projection runner (idempotent).
+    /// Starts the projection runner and, when configured, the NATS publisher (idempotent).
     pub async fn start(self: &Arc<Self>) {
         let mut runner = self.runner.lock().await;
-        if runner.is_none() {
-            *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
+        if runner.is_some() {
+            return;
+        }
+        *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
+        if let Some(url) = self.config.nats_url.clone() {
+            let task = tokio::spawn(publish_to_nats(self.clone(), url));
+            self.background.lock().await.push(task);
         }
     }
 
-    /// Stops the runner after its current batch and flushes the database.
+    /// A future that completes when the engine is asked to stop.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Stops the background tasks and the runner after its current batch, and flushes.
     pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        for task in std::mem::take(&mut *self.background.lock().await) {
+            let _ = task.await;
+        }
         if let Some(runner) = self.runner.lock().await.take() {
             runner.stop().await;
         }
@@ -386,6 +408,41 @@ impl Engine {
     /// The shared state handlers receive.
     pub fn state(self: &Arc<Self>) -> AppState {
         self.clone()
+    }
+}
+
+/// The NATS publisher: connects (retrying), creates the fan-out stream, publishes every
+/// applicant event in log order and checkpoints after each acknowledged window.
+async fn publish_to_nats(engine: Arc<Engine>, url: String) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let client = vetted_bus::connect(&url).await?;
+            let config = vetted_bus::PublisherConfig {
+                replicas: engine.config.nats_replicas,
+                ..Default::default()
+            };
+            let publisher =
+                vetted_bus::NatsPublisher::new(client, engine.store.clone(), &engine.db, config)?;
+            publisher.ensure_stream().await?;
+            tracing::info!(
+                checkpoint = publisher.checkpoint()?,
+                "publishing events to NATS JetStream"
+            );
+            publisher.run(engine.stopped()).await
+        };
+        tokio::select! {
+            result = attempt => match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "NATS publisher stopped; retrying"),
+            },
+            _ = engine.stopped() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {},
+            _ = engine.stopped() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -18,9 +18,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change (store, NATS URL...).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_data_dir(dir.path());
         config.admin_token = Some(ADMIN.into());
+        adjust(&mut config);
         let engine = Engine::open(config).await.expect("engine opens");
         engine.start().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
