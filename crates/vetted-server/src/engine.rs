@@ -47,6 +47,9 @@ pub struct Engine {
     pub db: sled::Db,
     pub read_models: Arc<ReadModels>,
     pub registry: Registry,
+    /// Webhook deliveries (the worker's state over the webhook projector's outbox rows).
+    pub outbox: vetted_webhooks::Outbox,
+    webhook_worker: tokio::sync::Mutex<Option<vetted_webhooks::WorkerHandle>>,
     runner: tokio::sync::Mutex<Option<Runner>>,
     /// Background tasks (NATS publisher, webhook worker) and the signal that stops them.
     background: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -57,6 +60,7 @@ pub struct Engine {
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(RegistryProjection)];
     all.extend(vetted_projections::applicant_view::read_models());
+    all.push(Arc::new(vetted_webhooks::WebhookProjector));
     all
 }
 
@@ -94,12 +98,19 @@ impl Engine {
         };
         let read_models = Arc::new(ReadModels::with_projections(db.clone(), projections())?);
         let registry = Registry::new(read_models.clone());
+        let outbox = vetted_webhooks::Outbox::open(
+            &db,
+            vetted_webhooks::OutboxSource::live_projection(read_models.clone()),
+        )
+        .map_err(|e| EngineError::Config(format!("cannot open the webhook outbox: {e}")))?;
         Ok(Arc::new(Engine {
             config,
             store,
             db,
             read_models,
             registry,
+            outbox,
+            webhook_worker: tokio::sync::Mutex::new(None),
             runner: tokio::sync::Mutex::new(None),
             background: tokio::sync::Mutex::new(Vec::new()),
             stop: tokio::sync::watch::Sender::new(false),
@@ -113,6 +124,19 @@ impl Engine {
             return;
         }
         *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
+        let directory = Arc::new(crate::registry::RegistryEndpoints::new(
+            self.registry.clone(),
+        ));
+        match vetted_webhooks::DeliveryWorker::new(
+            self.outbox.clone(),
+            directory,
+            self.delivery_config(),
+        ) {
+            Ok(worker) => *self.webhook_worker.lock().await = Some(worker.spawn()),
+            Err(e) => {
+                tracing::error!(error = %e, "webhook worker cannot start; deliveries wait in the outbox")
+            }
+        }
         if let Some(url) = self.config.nats_url.clone() {
             let task = tokio::spawn(publish_to_nats(self.clone(), url));
             self.background.lock().await.push(task);
@@ -130,6 +154,11 @@ impl Engine {
     /// Stops the background tasks and the runner after its current batch, and flushes.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
+        if let Some(worker) = self.webhook_worker.lock().await.take() {
+            if let Err(e) = worker.stop().await {
+                tracing::warn!(error = %e, "webhook worker stopped with an error");
+            }
+        }
         for task in std::mem::take(&mut *self.background.lock().await) {
             let _ = task.await;
         }
@@ -380,29 +409,65 @@ impl Engine {
         Ok(out)
     }
 
-    /// Webhook deliveries of an application by state.
+    fn delivery_config(&self) -> vetted_webhooks::DeliveryConfig {
+        let ms = |secs: f64| (secs.max(0.0) * 1000.0).round() as u64;
+        vetted_webhooks::DeliveryConfig {
+            retry_schedule: self
+                .config
+                .webhook_retry_schedule
+                .iter()
+                .map(|s| ms(*s))
+                .collect(),
+            request_timeout_ms: ms(self.config.webhook_timeout).max(1),
+            ..vetted_webhooks::DeliveryConfig::default()
+        }
+    }
+
+    /// Webhook deliveries of an application, optionally in one state, with their attempts.
     pub fn list_deliveries(
         &self,
-        _app_key: &AppKey,
-        _state: Option<&str>,
-        _limit: usize,
+        app_key: &AppKey,
+        state: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<Value>, ApiError> {
-        Err(ApiError::internal("webhook deliveries are not wired yet"))
+        let state = state
+            .map(|s| s.parse::<vetted_webhooks::DeliveryState>())
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let items = self
+            .outbox
+            .list(&app_key.to_string(), state, None, limit)
+            .map_err(outbox_error)?;
+        Ok(items
+            .into_iter()
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .collect())
     }
 
-    /// Redelivers one delivery.
-    pub fn redeliver(&self, _app_key: &AppKey, _id: &str) -> Result<Value, ApiError> {
-        Err(ApiError::internal("webhook deliveries are not wired yet"))
+    /// Sends one delivery again (same `webhook-id`).
+    pub fn redeliver(&self, app_key: &AppKey, id: &str) -> Result<Value, ApiError> {
+        let id: u64 = id
+            .parse()
+            .map_err(|_| ApiError::not_found(format!("no webhook delivery {id:?}")))?;
+        let d = self
+            .outbox
+            .redeliver(&app_key.to_string(), id)
+            .map_err(outbox_error)?;
+        Ok(serde_json::to_value(d).unwrap_or_default())
     }
 
-    /// Redelivers every dead delivery of an application.
-    pub fn redeliver_dead(&self, _app_key: &AppKey) -> Result<usize, ApiError> {
-        Err(ApiError::internal("webhook deliveries are not wired yet"))
+    /// Sends every dead delivery of an application again.
+    pub fn redeliver_dead(&self, app_key: &AppKey) -> Result<usize, ApiError> {
+        self.outbox
+            .redeliver_dead(&app_key.to_string())
+            .map_err(outbox_error)
     }
 
-    /// Keeps the current signing secret signing beside the next one during a rotation.
-    pub fn begin_signing_rotation(&self, _app: &Application) -> Result<(), ApiError> {
-        Ok(())
+    /// After an application's webhook settings changed: a 410-disabled endpoint is retried.
+    pub fn webhook_endpoint_changed(&self, app_key: &AppKey) -> Result<(), ApiError> {
+        self.outbox
+            .enable_endpoint(&app_key.to_string())
+            .map_err(outbox_error)
     }
 
     /// The shared state handlers receive.
@@ -443,6 +508,18 @@ async fn publish_to_nats(engine: Arc<Engine>, url: String) {
             _ = engine.stopped() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn outbox_error(e: vetted_webhooks::OutboxError) -> ApiError {
+    match e {
+        vetted_webhooks::OutboxError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        vetted_webhooks::OutboxError::StillPending { .. } => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "delivery_pending",
+            e.to_string(),
+        ),
+        other => ApiError::internal(other.to_string()),
     }
 }
 

@@ -19,6 +19,21 @@ pub fn flow_stream(app_key: &AppKey, name: &str) -> String {
 /// Projection name.
 pub const REGISTRY: &str = "registry";
 
+/// How long a rotated-out signing secret keeps signing beside the new one.
+pub const SIGNING_ROTATION_HOURS: i64 = 24;
+
+/// A signing secret being rotated out: both signatures are sent until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotation {
+    pub previous_secret: String,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+fn rotation_row(app_key: &AppKey) -> Vec<u8> {
+    format!("rotation/{app_key}").into_bytes()
+}
+
 /// Folds application and flow events into lookup rows.
 pub struct RegistryProjection;
 
@@ -64,6 +79,15 @@ impl Projection for RegistryProjection {
             if let Some(old) = rows.get_json::<Application>(&app_row(&app.app_key))? {
                 if old.private_key_hash != app.private_key_hash {
                     rows.remove(key_row(&old.private_key_hash));
+                }
+                if old.signing_secret != app.signing_secret {
+                    // The old secret keeps signing beside the new one until `until`; derived
+                    // from the log, so every node (and a restarted one) agrees.
+                    let rotation = SecretRotation {
+                        previous_secret: old.signing_secret.clone(),
+                        until: event.recorded_at + chrono::Duration::hours(SIGNING_ROTATION_HOURS),
+                    };
+                    rows.put_json(rotation_row(&app.app_key), &rotation)?;
                 }
             }
             rows.put(key_row(&app.private_key_hash), app.app_key.to_string());
@@ -136,6 +160,14 @@ impl Registry {
         self.application(&app_key)
     }
 
+    /// The signing secret being rotated out of an application, if a rotation happened.
+    pub fn secret_rotation(
+        &self,
+        app_key: &AppKey,
+    ) -> Result<Option<SecretRotation>, ProjectionError> {
+        self.get_json(&rotation_row(app_key))
+    }
+
     /// Every application.
     pub fn applications(&self) -> Result<Vec<Application>, ProjectionError> {
         let mut out = Vec::new();
@@ -182,5 +214,37 @@ impl Registry {
             );
         }
         Ok(out)
+    }
+}
+
+/// Webhook endpoints of the applications, read from the registry at delivery time.
+pub struct RegistryEndpoints {
+    registry: Registry,
+}
+
+impl RegistryEndpoints {
+    /// Endpoints of the applications in `registry`.
+    pub fn new(registry: Registry) -> Self {
+        RegistryEndpoints { registry }
+    }
+}
+
+impl vetted_webhooks::EndpointDirectory for RegistryEndpoints {
+    fn endpoint(&self, app_key: &str) -> Option<Arc<vetted_webhooks::Endpoint>> {
+        let app_key: AppKey = app_key.parse().ok()?;
+        let app = self.registry.application(&app_key).ok()??;
+        let mut endpoint = match vetted_webhooks::Endpoint::from_application(&app) {
+            Ok(endpoint) => endpoint?,
+            Err(e) => {
+                tracing::warn!(app = %app_key, error = %e, "application has an unusable webhook endpoint");
+                return None;
+            }
+        };
+        if let Ok(Some(rotation)) = self.registry.secret_rotation(&app_key) {
+            if let Ok(old) = vetted_webhooks::SigningSecret::parse(&rotation.previous_secret) {
+                endpoint.previous_secret = Some((old, rotation.until));
+            }
+        }
+        Some(Arc::new(endpoint))
     }
 }

@@ -129,11 +129,11 @@ pub async fn update(
         shown.insert("cryptoKey".into(), json!(fresh.crypto_key));
     }
     if changes.rotate_signing_secret {
-        engine.begin_signing_rotation(&app)?;
         app.signing_secret = fresh.signing_secret.clone();
         shown.insert("signingSecret".into(), json!(fresh.signing_secret));
     }
     let app = engine.update_application(app, &meta).await?;
+    engine.webhook_endpoint_changed(&app.app_key)?;
     let mut body = public_view(&app);
     for (k, v) in shown {
         body[k] = v;
