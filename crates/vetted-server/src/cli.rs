@@ -59,6 +59,11 @@ pub enum Commands {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// List webhook deliveries or send dead ones again.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Print events from NATS JetStream as JSON lines, resuming where the durable consumer stopped.
     Subscribe {
         /// NATS server URL(s), comma separated.
@@ -101,6 +106,46 @@ pub struct Target {
     pub server: Option<String>,
     #[command(flatten)]
     pub config: Config,
+}
+
+/// Which application's deliveries: online with its private key, offline with its app key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookTarget {
+    /// URL of a running server (online, with --key); without it the data directory is opened.
+    #[arg(long, env = "VETTED_SERVER")]
+    pub server: Option<String>,
+    /// The application's private key (online).
+    #[arg(long, env = "VETTED_PRIVATE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The application's app key (offline).
+    #[arg(long)]
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// `vetted webhooks ...`
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries with their attempts, optionally in one state (pending, delivered, dead).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        target: WebhookTarget,
+    },
+    /// Send one delivery again (same webhook-id), or every dead one with --dead.
+    Redeliver {
+        /// Delivery id (see `list`).
+        id: Option<String>,
+        /// Every dead delivery of the application.
+        #[arg(long)]
+        dead: bool,
+        #[command(flatten)]
+        target: WebhookTarget,
+    },
 }
 
 /// `vetted projections ...`
@@ -181,6 +226,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
             config,
         } => replay(&applicant, &as_of, format, config).await,
         Commands::Projections { command } => crate::operator::projections(command).await,
+        Commands::Webhooks { command } => crate::operator::webhooks(command).await,
         Commands::Subscribe {
             nats_url,
             filter,

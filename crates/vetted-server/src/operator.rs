@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::cli::{open_offline, ProjectionsCommand, Target};
+use crate::cli::{open_offline, ProjectionsCommand, Target, WebhookTarget, WebhooksCommand};
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -171,4 +171,118 @@ async fn admin(
         .into());
     }
     Ok(body)
+}
+
+/// What an offline webhook command does with the engine and the application.
+type OfflineAction = Box<
+    dyn FnOnce(&crate::Engine, &vetted_domain::AppKey) -> Result<Value, crate::ApiError> + Send,
+>;
+
+/// Runs `vetted webhooks ...`.
+pub async fn webhooks(command: WebhooksCommand) -> CliResult {
+    let (target, online_path, offline): (WebhookTarget, String, OfflineAction) = match command {
+        WebhooksCommand::List {
+            state,
+            limit,
+            target,
+        } => {
+            let query = state
+                .as_ref()
+                .map(|s| format!("&state={s}"))
+                .unwrap_or_default();
+            let path = format!("GET /v1/webhooks/deliveries?limit={limit}{query}");
+            (
+                target,
+                path,
+                Box::new(move |engine, app| {
+                    engine
+                        .list_deliveries(app, state.as_deref(), limit)
+                        .map(|items| serde_json::json!({ "items": items }))
+                }),
+            )
+        }
+        WebhooksCommand::Redeliver { id, dead, target } => match (id, dead) {
+            (_, true) => (
+                target,
+                "POST /v1/webhooks/deliveries/redeliver".to_string(),
+                Box::new(|engine, app| {
+                    engine
+                        .redeliver_dead(app)
+                        .map(|n| serde_json::json!({ "redelivered": n }))
+                }),
+            ),
+            (Some(id), false) => (
+                target,
+                format!("POST /v1/webhooks/deliveries/{id}/redeliver"),
+                Box::new(move |engine, app| engine.redeliver(app, &id)),
+            ),
+            (None, false) => return Err("name a delivery id or pass --dead".into()),
+        },
+    };
+    let body = match &target.server {
+        Some(url) => {
+            let key = target.key.clone().ok_or("online webhook commands need the application's private key (--key or VETTED_PRIVATE_KEY)")?;
+            let (method, path) = online_path.split_once(' ').unwrap_or(("GET", &online_path));
+            let method = reqwest::Method::from_bytes(method.as_bytes())?;
+            let response = reqwest::Client::new()
+                .request(method, format!("{url}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await?;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                return Err(format!(
+                    "{url}{path} answered {status}: {}",
+                    body["error"]["message"].as_str().unwrap_or("")
+                )
+                .into());
+            }
+            body
+        }
+        None => {
+            let app: vetted_domain::AppKey = target
+                .app
+                .as_deref()
+                .ok_or("offline webhook commands need --app <appKey> (or use --server and --key)")?
+                .parse()
+                .map_err(|_| "--app must be an app key (a UUID)")?;
+            let engine = open_offline(target.config.clone()).await?;
+            let result = offline(&engine, &app);
+            engine.shutdown().await;
+            result?
+        }
+    };
+    match body["items"].as_array() {
+        Some(items) => {
+            println!(
+                "{:>8} {:<10} {:<22} {:>8} {:>9}  last attempt",
+                "id", "state", "type", "attempts", "sequence"
+            );
+            for d in items {
+                let attempts = d["attempts"].as_array().map(Vec::len).unwrap_or(0);
+                let last = d["attempts"].as_array().and_then(|a| a.last()).map(|a| {
+                    format!(
+                        "{} {}",
+                        a["statusCode"]
+                            .as_u64()
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| a["error"].as_str().unwrap_or("-").to_string()),
+                        a["at"].as_str().unwrap_or("")
+                    )
+                });
+                println!(
+                    "{:>8} {:<10} {:<22} {:>8} {:>9}  {}",
+                    d["id"],
+                    d["state"].as_str().unwrap_or("?"),
+                    d["notification"]["type"].as_str().unwrap_or("?"),
+                    attempts,
+                    d["notification"]["sequence"],
+                    last.unwrap_or_default()
+                );
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&body)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -128,3 +128,82 @@ async fn every_notification_of_an_applicants_life_arrives_sealed_and_signed() {
     s.stop().await;
     receiver_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_signing_secret_signs_beside_the_new_one_and_a_new_url_is_used() {
+    let (first_hook, first, first_task) = receiver().await;
+    let (second_hook, second, second_task) = receiver().await;
+    let s = TestServer::start().await;
+    let (_, app) = s
+        .post(
+            ADMIN,
+            "/v1/applications",
+            json!({"name": "Rotating", "webhookUrl": first_hook}),
+        )
+        .await;
+    let key = app["privateKey"].as_str().unwrap().to_string();
+    let app_key = app["appKey"].as_str().unwrap().to_string();
+    let old =
+        vetted_webhooks::SigningSecret::parse(app["signingSecret"].as_str().unwrap()).unwrap();
+    s.post(
+        &key,
+        "/v1/flows",
+        json!({"name": "kyc-basic", "steps": [{"type": "document_check"}]}),
+    )
+    .await;
+    s.applicant(&key, "before-rotation").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while first.0.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first webhook did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let r = s
+        .http
+        .patch(s.url(&format!("/v1/applications/{app_key}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"webhookUrl": second_hook, "rotateSigningSecret": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let changed: Value = r.json().await.unwrap();
+    let new =
+        vetted_webhooks::SigningSecret::parse(changed["signingSecret"].as_str().unwrap()).unwrap();
+    assert_ne!(new.as_str(), old.as_str());
+
+    s.applicant(&key, "after-rotation").await;
+    while second.0.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhook to the new URL did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, body) = second.0.lock().unwrap()[0].clone();
+    let id = headers["webhook-id"].to_str().unwrap();
+    let ts: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sigs: Vec<&str> = headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(
+        sigs,
+        vec![
+            new.sign(id, ts, body.as_bytes()),
+            old.sign(id, ts, body.as_bytes())
+        ],
+        "new signature first, then the old"
+    );
+    s.stop().await;
+    first_task.abort();
+    second_task.abort();
+}
