@@ -33,12 +33,13 @@ pub struct Config {
     /// Operator token for admin endpoints (`POST /v1/applications`, `/v1/projections`). Unset: admin endpoints refuse.
     #[arg(long, env = "VETTED_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Webhook retry schedule in seconds between attempts (comma separated); 9 waits = 10 attempts.
+    /// Webhook retry schedule: seconds before each retry (comma separated; jittered ±20%).
+    /// 9 waits = 10 attempts, then a dead letter. Default: 30 s doubling.
     #[arg(
         long,
         env = "VETTED_WEBHOOK_RETRY_SCHEDULE",
         value_delimiter = ',',
-        default_value = "30,60,300,900,1800,3600,7200,14400,28800"
+        default_value = "30,60,120,240,480,960,1920,3840,7680"
     )]
     pub webhook_retry_schedule: Vec<f64>,
     /// Webhook request timeout in seconds.
@@ -57,7 +58,7 @@ impl Config {
             nats_replicas: 1,
             admin_token: None,
             webhook_retry_schedule: vec![
-                30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+                30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3840.0, 7680.0,
             ],
             webhook_timeout: 15.0,
         }
