@@ -2,16 +2,26 @@
 //!
 //! Layout (all integer keys big-endian `u64`, so byte order is numeric order):
 //! - `events`: global position → JSON [`RecordedEvent`];
-//! - `streams`: stream id bytes, `0x00`, version → global position;
-//! - `stream_heads`: stream id bytes → version followed by the last event's hash (hex).
+//! - `streams`: stream id bytes, `0x00`, version → global position.
+//!
+//! A stream's head (last version and hash, which the next append chains from) is the last
+//! `streams` entry of that stream and its event; the writer caches heads in memory and reads
+//! one from disk the first time a stream is appended to after opening. (Stores written by
+//! earlier versions also hold a `stream_heads` tree; it is no longer read or written.)
 //!
 //! One writer thread owns position allocation, the stream heads, the writes and the flush
 //! (a plain thread, so its blocking fsync never stalls a tokio worker).
+//!
+//! Durability: sled's `flush` writes its log buffers with `sync_file_range`, which neither
+//! persists the file's size nor flushes the disk's write cache, so it survives a process crash
+//! but not a power cut. When the store knows its directory ([`SledStore::open`],
+//! [`SledStore::with_db_in`]) each group is also `fdatasync`'d before it is acknowledged.
 //! Appenders queue requests; the writer takes everything queued (group commit), writes the
 //! accepted appends, flushes once, then publishes the new durable head and acknowledges.
 //! Readers never look past the published head, so no reader sees position 11 while 10 is in
 //! flight.
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,7 +52,6 @@ pub struct SledStore {
 struct Trees {
     events: Tree,
     streams: Tree,
-    stream_heads: Tree,
 }
 
 struct Inner {
@@ -82,29 +91,57 @@ struct AppendRequest {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            StoreError::Unavailable(format!(
+        // The writer flushes every group itself; sled's timed background flush would only
+        // compete with it for the log.
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
                 "could not open the sled database in {}: {e} (is another vetted process using it?)",
                 dir.display()
             ))
-        })?;
-        Self::with_db(db)
+            })?;
+        Self::with_db_in(db, dir)
     }
 
     /// Uses an already open sled database (projections keep their trees in the same one).
+    ///
+    /// Without the directory the store cannot `fdatasync` sled's log file, so acknowledged
+    /// appends survive a process crash but not a power cut: prefer [`SledStore::with_db_in`].
     pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
+        Self::start(db, None)
+    }
+
+    /// Uses an already open sled database whose directory is `dir` (the path given to
+    /// `sled::Config::path`); every acknowledged group is `fdatasync`'d.
+    pub fn with_db_in(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("db");
+        let log = File::open(&path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "could not open sled's log file {} to sync it: {e} (is {} the directory the \
+                 sled database was opened in?)",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+        Self::start(db, Some(log))
+    }
+
+    fn start(db: sled::Db, log: Option<File>) -> Result<Self, StoreError> {
         let trees = Trees {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,
-            stream_heads: db.open_tree("stream_heads")?,
         };
-        let (heads, last_position) = recover(&db, &trees)?;
+        let last_position = recover(&db, &trees, log.as_ref())?;
         let (durable_tx, durable_rx) = watch::channel(last_position);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             db: db.clone(),
+            log,
             trees: trees.clone(),
-            heads,
+            heads: HashMap::new(),
             next_position: last_position + 1,
             durable: durable_tx,
             failed: None,
@@ -144,21 +181,13 @@ impl SledStore {
     }
 }
 
-/// Rebuilds the stream heads and the last position from disk, indexing any events whose
-/// index writes a crash cut off.
+/// Finds the last position on disk, indexing any events whose index writes a crash cut off.
 ///
 /// The writer starts a group only after the previous one is flushed, and writes a group's
 /// events before its index, so only the last group can be partly indexed. Its events share
 /// one `recorded_at`, so every event with the newest timestamp is checked, plus any older
-/// event still not covered by its stream's head.
-fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>, u64), StoreError> {
-    let mut heads = HashMap::new();
-    for entry in trees.stream_heads.iter() {
-        let (key, value) = entry?;
-        let stream = String::from_utf8(key.to_vec())
-            .map_err(|_| corrupt("stream_heads", "stream id is not UTF-8"))?;
-        heads.insert(stream, decode_head(&value)?);
-    }
+/// event still not indexed.
+fn recover(db: &sled::Db, trees: &Trees, log: Option<&File>) -> Result<u64, StoreError> {
     let last_position = match trees.events.last()? {
         Some((key, _)) => {
             decode_u64(&key).ok_or_else(|| corrupt("events", "key is not a big-endian u64"))?
@@ -171,13 +200,13 @@ fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>,
         let (key, value) = entry?;
         let event = decode_event(&key, &value)?;
         let last_group_time = *last_group_time.get_or_insert(event.recorded_at);
-        let covered = heads
-            .get(&event.stream_id)
-            .is_some_and(|h| h.version >= event.stream_version);
-        if covered && event.recorded_at != last_group_time {
+        let indexed = trees
+            .streams
+            .contains_key(stream_key(&event.stream_id, event.stream_version))?;
+        if indexed && event.recorded_at != last_group_time {
             break;
         }
-        if !covered {
+        if !indexed {
             unindexed.push(event);
         }
     }
@@ -191,29 +220,61 @@ fn recover(db: &sled::Db, trees: &Trees) -> Result<(HashMap<String, StreamHead>,
                 stream_key(&event.stream_id, event.stream_version),
                 &event.global_position.to_be_bytes(),
             )?;
-            let behind = heads
-                .get(&event.stream_id)
-                .is_none_or(|h| h.version < event.stream_version);
-            if behind {
-                let head = StreamHead {
-                    version: event.stream_version,
-                    hash: event.hash.clone(),
-                };
-                trees
-                    .stream_heads
-                    .insert(event.stream_id.as_bytes(), encode_head(&head))?;
-                heads.insert(event.stream_id, head);
-            }
         }
         db.flush()?;
+        sync_log(log)?;
     }
-    Ok((heads, last_position))
+    Ok(last_position)
+}
+
+/// `fdatasync` of sled's log file, after a `flush` has written it: see the module docs.
+fn sync_log(log: Option<&File>) -> Result<(), StoreError> {
+    match log {
+        Some(file) => file
+            .sync_data()
+            .map_err(|e| StoreError::Backend(format!("could not fdatasync sled's log file: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// The head of `stream` as stored: its last indexed version and that event's hash.
+fn stored_head(trees: &Trees, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+    let key_len = stream.len() + 9;
+    let range = trees
+        .streams
+        .range(stream_key(stream, 0)..=stream_key(stream, u64::MAX));
+    for entry in range.rev() {
+        let (key, value) = entry?;
+        // Another stream whose id extends this one with a NUL byte sorts in between.
+        if key.len() != key_len {
+            continue;
+        }
+        let position = decode_u64(&value)
+            .ok_or_else(|| corrupt("streams", "value is not a big-endian u64"))?;
+        let Some(bytes) = trees.events.get(position.to_be_bytes())? else {
+            return Err(StoreError::Corrupt {
+                location: format!("events tree, global position {position}"),
+                reason: format!(
+                    "stream {stream} indexes this position but no event is stored there"
+                ),
+            });
+        };
+        let event = decode_event(&position.to_be_bytes(), &bytes)?;
+        return Ok(Some(StreamHead {
+            version: event.stream_version,
+            hash: event.hash,
+        }));
+    }
+    Ok(None)
 }
 
 /// The writer thread's state: the only place positions are handed out.
 struct Writer {
     db: sled::Db,
+    /// sled's log file, to `fdatasync` after each flush (`None`: directory unknown).
+    log: Option<File>,
     trees: Trees,
+    /// Heads of the streams appended to since opening; others are read from disk on first use.
     heads: HashMap<String, StreamHead>,
     next_position: u64,
     durable: watch::Sender<u64>,
@@ -258,7 +319,8 @@ impl Writer {
         let mut staged: HashMap<String, StreamHead> = HashMap::new();
         let mut position = self.next_position;
         let mut accepted = Vec::with_capacity(group.len());
-        let mut events = Batch::default();
+        // Each event is encoded once, straight into the bytes sled stores.
+        let mut events: Vec<(u64, Vec<u8>)> = Vec::with_capacity(group.len());
         let mut index: Vec<(Vec<u8>, u64)> = Vec::with_capacity(group.len());
         for request in group {
             let AppendRequest {
@@ -271,6 +333,18 @@ impl Writer {
                 let _ = reply.send(Err(StoreError::EmptyAppend));
                 continue;
             }
+            if !staged.contains_key(&stream) && !self.heads.contains_key(&stream) {
+                match stored_head(&self.trees, &stream) {
+                    Ok(Some(head)) => {
+                        self.heads.insert(stream.clone(), head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
             let head = staged.get(&stream).or_else(|| self.heads.get(&stream));
             if let Err(e) = sealing::check_expected(&stream, expected, head.map(|h| h.version)) {
                 let _ = reply.send(Err(e));
@@ -278,8 +352,13 @@ impl Writer {
             }
             let (recorded, new_head) =
                 sealing::seal_append(&stream, head, new_events, position, recorded_at);
-            let encoded: Result<Vec<Vec<u8>>, _> =
-                recorded.iter().map(serde_json::to_vec).collect();
+            let encoded: Result<Vec<Vec<u8>>, _> = recorded
+                .iter()
+                .map(|event| {
+                    let mut bytes = Vec::with_capacity(512);
+                    serde_json::to_writer(&mut bytes, event).map(|()| bytes)
+                })
+                .collect();
             let encoded = match encoded {
                 Ok(encoded) => encoded,
                 Err(e) => {
@@ -290,7 +369,7 @@ impl Writer {
                 }
             };
             for (event, bytes) in recorded.iter().zip(encoded) {
-                events.insert(&event.global_position.to_be_bytes(), bytes);
+                events.push((event.global_position, bytes));
                 index.push((
                     stream_key(&stream, event.stream_version),
                     event.global_position,
@@ -311,25 +390,7 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        // The group's events go in one atomic batch; the index follows as plain inserts (each
-        // sled batch rolls the log buffer, a fixed cost per group). A crash can only lose a tail
-        // of index writes, which `recover` rebuilds from the events on open.
-        let written = self.trees.events.apply_batch(events).and_then(|()| {
-            for (key, position) in &index {
-                self.trees
-                    .streams
-                    .insert(key.as_slice(), &position.to_be_bytes())?;
-            }
-            for (stream, head) in &staged {
-                self.trees
-                    .stream_heads
-                    .insert(stream.as_bytes(), encode_head(head))?;
-            }
-            Ok(())
-        });
-        // One fsync for the whole group: this is where concurrent appends share the cost.
-        let written = written.and_then(|()| self.db.flush().map(drop));
-        match written {
+        match self.write(events, &index) {
             Ok(()) => {
                 self.heads.extend(staged);
                 self.next_position = position;
@@ -348,6 +409,38 @@ impl Writer {
             }
         }
     }
+
+    /// Writes one group's events and index and makes them durable.
+    fn write(
+        &self,
+        mut events: Vec<(u64, Vec<u8>)>,
+        index: &[(Vec<u8>, u64)],
+    ) -> Result<(), StoreError> {
+        // Several events go in one atomic batch, so a crash never keeps part of an append or
+        // leaves a hole in the positions. A lone event is atomic by itself, and a plain insert
+        // spares the batch's fixed cost (sled writes a batch marker in a log buffer of its own).
+        if events.len() == 1 {
+            if let Some((position, bytes)) = events.pop() {
+                self.trees.events.insert(position.to_be_bytes(), bytes)?;
+            }
+        } else {
+            let mut batch = Batch::default();
+            for (position, bytes) in events {
+                batch.insert(&position.to_be_bytes(), bytes);
+            }
+            self.trees.events.apply_batch(batch)?;
+        }
+        // The index follows as plain inserts; a crash can only lose a tail of them, which
+        // `recover` rebuilds from the events on open.
+        for (key, position) in index {
+            self.trees
+                .streams
+                .insert(key.as_slice(), &position.to_be_bytes())?;
+        }
+        // One flush (and fdatasync) for the whole group: where concurrent appends share the cost.
+        self.db.flush()?;
+        sync_log(self.log.as_ref())
+    }
 }
 
 fn stream_key(stream: &str, version: u64) -> Vec<u8> {
@@ -356,23 +449,6 @@ fn stream_key(stream: &str, version: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&version.to_be_bytes());
     key
-}
-
-fn encode_head(head: &StreamHead) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8 + head.hash.len());
-    value.extend_from_slice(&head.version.to_be_bytes());
-    value.extend_from_slice(head.hash.as_bytes());
-    value
-}
-
-fn decode_head(value: &[u8]) -> Result<StreamHead, StoreError> {
-    let version = value
-        .get(..8)
-        .and_then(decode_u64)
-        .ok_or_else(|| corrupt("stream_heads", "value shorter than 8 bytes"))?;
-    let hash = String::from_utf8(value[8..].to_vec())
-        .map_err(|_| corrupt("stream_heads", "hash is not text"))?;
-    Ok(StreamHead { version, hash })
 }
 
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
