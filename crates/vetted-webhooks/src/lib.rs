@@ -16,7 +16,7 @@ pub mod worker;
 pub use endpoint::{Endpoint, EndpointDirectory, EndpointError, EndpointUpdate, MemoryEndpoints};
 pub use notification::{ApplicantRow, Notification, WebhookType};
 pub use outbox::{
-    Attempt, Delivery, DeliveryState, DisabledEndpoint, Outbox, OutboxError, OutboxSource,
+    Attempt, Delivery, DeliveryState, DisabledEndpoint, Outbox, OutboxError, OutboxSource, Settled,
 };
 pub use projector::WebhookProjector;
 pub use schedule::DeliveryConfig;

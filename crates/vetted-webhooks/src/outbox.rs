@@ -4,17 +4,22 @@
 //! The projector only ever inserts `outbox/<position>` rows into its tree; this side only reads
 //! them (following a position cursor) and writes its own tree, so a projector commit and a
 //! delivery update never touch the same key. Within `webhook_deliveries`, changes to a delivery
-//! and its due-queue entry go through one sled transaction, so the worker and an operator's
-//! redelivery cannot lose each other's writes.
+//! and its due-queue entry are written together (one sled transaction for an operator's
+//! redelivery, one batch per loop turn for the worker's finished attempts), so the two cannot
+//! lose each other's writes: the worker only ever writes deliveries that are pending and in its
+//! hands, and an operator only ever changes deliveries that are not pending.
 //!
 //! Keys (big-endian u64 throughout, so they sort numerically):
 //! - `\x00intake` → the last outbox position taken in;
 //! - `d/<id>` → [`Delivery`] JSON, `id` = the event's global position;
 //! - `q/<due ms><id>` → empty, present while the delivery is pending (the due queue);
-//! - `e/<app key>` → [`DisabledEndpoint`] JSON after a 410 Gone.
+//! - `e/<app key>` → [`DisabledEndpoint`] JSON after a 410 Gone;
+//! - `a/<app key length, u32><app key><id>` → one state byte: the per-application index that
+//!   `list` walks, written with its delivery row every time;
+//! - `\x00index` → present once the per-application index covers every delivery.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,6 +34,8 @@ const INTAKE_KEY: &[u8] = b"\x00intake";
 const DELIVERY_PREFIX: &[u8] = b"d/";
 const QUEUE_PREFIX: &[u8] = b"q/";
 const DISABLED_PREFIX: &[u8] = b"e/";
+const INDEX_PREFIX: &[u8] = b"a/";
+const INDEX_MARKER: &[u8] = b"\x00index";
 
 /// What can go wrong reading or changing delivery state.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +145,36 @@ pub struct DisabledEndpoint {
     pub reason: String,
 }
 
+/// A finished attempt applied to its delivery, ready to be written with others in one batch
+/// ([`Outbox::record_settled`]).
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The delivery as it will be stored.
+    pub delivery: Delivery,
+    /// Its due-queue key before the attempt, removed when the row is written.
+    old_queue: Option<Vec<u8>>,
+}
+
+impl Settled {
+    /// Applies `attempt` and `next` to `delivery` as it was read when the attempt began.
+    pub fn new(mut delivery: Delivery, attempt: Attempt, next: Next) -> Self {
+        let old_queue = delivery.next_attempt_at.map(|t| queue_key(t, delivery.id));
+        delivery.attempts.push(attempt);
+        match next {
+            Next::Delivered => delivery.state = DeliveryState::Delivered,
+            Next::Dead => delivery.state = DeliveryState::Dead,
+            Next::RetryAt(at) => delivery.next_attempt_at = Some(at),
+        }
+        if delivery.state != DeliveryState::Pending {
+            delivery.next_attempt_at = None;
+        }
+        Settled {
+            delivery,
+            old_queue,
+        }
+    }
+}
+
 /// What the worker decided after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -185,6 +222,9 @@ pub struct Outbox {
     tree: sled::Tree,
     source: OutboxSource,
     wake: Arc<tokio::sync::Notify>,
+    /// The `e/` rows, kept in memory so an attempt does not read storage to learn that its
+    /// endpoint is enabled; changed only together with the rows (this process owns the tree).
+    disabled: Arc<RwLock<HashMap<String, DisabledEndpoint>>>,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -193,6 +233,24 @@ fn be(n: u64) -> [u8; 8] {
 
 fn delivery_key(id: u64) -> Vec<u8> {
     [DELIVERY_PREFIX, &be(id)].concat()
+}
+
+fn index_prefix(app_key: &str) -> Vec<u8> {
+    // Length-prefixed, so one application's range never holds another's (no separator needed).
+    let len = u32::try_from(app_key.len()).unwrap_or(u32::MAX);
+    [INDEX_PREFIX, &len.to_be_bytes(), app_key.as_bytes()].concat()
+}
+
+fn index_key(app_key: &str, id: u64) -> Vec<u8> {
+    [index_prefix(app_key).as_slice(), &be(id)].concat()
+}
+
+fn state_byte(state: DeliveryState) -> u8 {
+    match state {
+        DeliveryState::Pending => b'p',
+        DeliveryState::Delivered => b'd',
+        DeliveryState::Dead => b'x',
+    }
 }
 
 fn queue_key(due: DateTime<Utc>, id: u64) -> Vec<u8> {
@@ -234,11 +292,40 @@ fn abort<T>(e: OutboxError) -> Result<T, ConflictableTransactionError<OutboxErro
 impl Outbox {
     /// Opens the delivery state in `db`, reading outbox rows from `source`.
     pub fn open(db: &sled::Db, source: impl Into<OutboxSource>) -> Result<Self, OutboxError> {
-        Ok(Outbox {
-            tree: db.open_tree(DELIVERIES_TREE)?,
+        let tree = db.open_tree(DELIVERIES_TREE)?;
+        let mut disabled = HashMap::new();
+        for row in tree.scan_prefix(DISABLED_PREFIX) {
+            let (key, value) = row?;
+            let app_key = String::from_utf8_lossy(&key[DISABLED_PREFIX.len()..]).into_owned();
+            disabled.insert(app_key, decode(&key, &value)?);
+        }
+        let outbox = Outbox {
+            tree,
             source: source.into(),
             wake: Arc::default(),
-        })
+            disabled: Arc::new(RwLock::new(disabled)),
+        };
+        outbox.build_index()?;
+        Ok(outbox)
+    }
+
+    /// Builds the per-application index over deliveries written before it existed (once).
+    fn build_index(&self) -> Result<(), OutboxError> {
+        if self.tree.contains_key(INDEX_MARKER)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for row in self.tree.scan_prefix(DELIVERY_PREFIX) {
+            let (key, value) = row?;
+            let delivery: Delivery = decode(&key, &value)?;
+            batch.insert(
+                index_key(&delivery.app_key, delivery.id),
+                &[state_byte(delivery.state)],
+            );
+        }
+        batch.insert(INDEX_MARKER, &[] as &[u8]);
+        self.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Wakes the worker now (after an intake-worthy commit or an operator action).
@@ -293,6 +380,10 @@ impl Outbox {
                 next_attempt_at: Some(now),
                 created_at: now,
             };
+            batch.insert(
+                index_key(&delivery.app_key, position),
+                &[state_byte(DeliveryState::Pending)],
+            );
             batch.insert(delivery_key(position), encode(&delivery));
             batch.insert(queue_key(now, position), &[] as &[u8]);
             last = position;
@@ -376,15 +467,38 @@ impl Outbox {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Delivery>, OutboxError> {
-        let start = delivery_key(after.map_or(0, |a| a.saturating_add(1)));
+        // Walk this application's index only; its state byte filters without decoding rows.
+        let prefix = index_prefix(app_key);
+        let start = [
+            prefix.as_slice(),
+            &be(after.map_or(0, |a| a.saturating_add(1))),
+        ]
+        .concat();
+        let wanted = state.map(state_byte);
         let mut out = Vec::new();
         for row in self.tree.range(start..) {
-            let (key, value) = row?;
-            if !key.starts_with(DELIVERY_PREFIX) || out.len() >= limit {
+            if out.len() >= limit {
                 break;
             }
-            let delivery: Delivery = decode(&key, &value)?;
-            if delivery.app_key == app_key && state.is_none_or(|s| s == delivery.state) {
+            let (key, value) = row?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if wanted.is_some_and(|w| value.first() != Some(&w)) {
+                continue;
+            }
+            let id = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let Some(id) = id else {
+                return Err(OutboxError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "bad index key".into(),
+                });
+            };
+            // Index and row are written together, so the row is there and in that state.
+            if let Some(delivery) = self.get(id)? {
                 out.push(delivery);
             }
         }
@@ -426,6 +540,10 @@ impl Outbox {
                     tx.insert(q.as_slice(), &[] as &[u8])?;
                 }
             }
+            tx.insert(
+                index_key(&delivery.app_key, id),
+                &[state_byte(delivery.state)],
+            )?;
             tx.insert(key.as_slice(), encode(&delivery))?;
             Ok((delivery, out))
         }))
@@ -453,6 +571,34 @@ impl Outbox {
                 Ok(())
             })?
             .0)
+    }
+
+    /// Writes the worker's finished attempts in one batch: rows, index entries and queue keys.
+    ///
+    /// No transaction is needed: these deliveries were pending when their attempts began, and a
+    /// pending delivery is changed only by the worker that holds it (an operator's redelivery
+    /// refuses pending ones), so nothing can have changed them meanwhile.
+    pub fn record_settled(&self, settled: &[Settled]) -> Result<(), OutboxError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for s in settled {
+            let d = &s.delivery;
+            let new_queue = d.next_attempt_at.map(|t| queue_key(t, d.id));
+            if s.old_queue != new_queue {
+                if let Some(q) = &s.old_queue {
+                    batch.remove(q.as_slice());
+                }
+                if let Some(q) = new_queue {
+                    batch.insert(q, &[] as &[u8]);
+                }
+            }
+            batch.insert(index_key(&d.app_key, d.id), &[state_byte(d.state)]);
+            batch.insert(delivery_key(d.id), encode(d));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Puts a dead (or delivered) delivery of `app_key` back in the queue, due now, with a fresh
@@ -507,8 +653,10 @@ impl Outbox {
             at: Utc::now(),
             reason: reason.to_owned(),
         };
+        let mut disabled = self.disabled.write().unwrap_or_else(|e| e.into_inner());
         self.tree
             .insert([DISABLED_PREFIX, app_key.as_bytes()].concat(), encode(&row))?;
+        disabled.insert(app_key.to_owned(), row);
         Ok(())
     }
 
@@ -517,14 +665,20 @@ impl Outbox {
         &self,
         app_key: &str,
     ) -> Result<Option<DisabledEndpoint>, OutboxError> {
-        let key = [DISABLED_PREFIX, app_key.as_bytes()].concat();
-        self.tree.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        Ok(self
+            .disabled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app_key)
+            .cloned())
     }
 
     /// Re-enables `app_key`'s endpoint; call after the application's webhook URL is updated.
     pub fn enable_endpoint(&self, app_key: &str) -> Result<(), OutboxError> {
+        let mut disabled = self.disabled.write().unwrap_or_else(|e| e.into_inner());
         self.tree
             .remove([DISABLED_PREFIX, app_key.as_bytes()].concat())?;
+        disabled.remove(app_key);
         Ok(())
     }
 
@@ -532,5 +686,155 @@ impl Outbox {
     pub async fn flush(&self) -> Result<(), OutboxError> {
         self.tree.flush_async().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notification::WebhookType;
+
+    fn notification(app_key: &str, position: u64) -> Notification {
+        Notification {
+            id: format!("applicant-{position}"),
+            external_user_id: format!("user-{position}"),
+            app_key: app_key.to_owned(),
+            webhook_type: WebhookType::ApplicantCreated,
+            status: "INIT".into(),
+            warnings: Vec::new(),
+            step_name: None,
+            event_id: uuid::Uuid::new_v4(),
+            sequence: 1,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    /// An outbox with rows 1..=6 alternating between applications "a" and "b", taken in.
+    fn outbox_with_two_applications(db: &sled::Db) -> Outbox {
+        let source = db.open_tree("proj/webhooks/g0").unwrap();
+        for position in 1..=6 {
+            let app = if position % 2 == 1 { "a" } else { "b" };
+            source
+                .insert(outbox_key(position), encode(&notification(app, position)))
+                .unwrap();
+        }
+        let outbox = Outbox::open(db, source).unwrap();
+        assert_eq!(outbox.intake(100).unwrap(), 6);
+        outbox
+    }
+
+    fn attempt(status: u16) -> Attempt {
+        Attempt {
+            at: Utc::now(),
+            status_code: Some(status),
+            latency_ms: 1,
+            error: None,
+        }
+    }
+
+    fn ids(deliveries: &[Delivery]) -> Vec<u64> {
+        deliveries.iter().map(|d| d.id).collect()
+    }
+
+    #[test]
+    fn one_application_lists_only_its_own_deliveries_by_state_and_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox_with_two_applications(&db);
+        let delivered = Settled::new(
+            outbox.get(3).unwrap().unwrap(),
+            attempt(204),
+            Next::Delivered,
+        );
+        let dead = Settled::new(outbox.get(4).unwrap().unwrap(), attempt(410), Next::Dead);
+        outbox.record_settled(&[delivered, dead]).unwrap();
+
+        assert_eq!(
+            ids(&outbox.list("a", None, None, 10).unwrap()),
+            vec![1, 3, 5]
+        );
+        assert_eq!(ids(&outbox.list("a", None, Some(1), 1).unwrap()), vec![3]);
+        assert_eq!(
+            ids(&outbox
+                .list("a", Some(DeliveryState::Pending), None, 10)
+                .unwrap()),
+            vec![1, 5]
+        );
+        assert_eq!(
+            ids(&outbox
+                .list("a", Some(DeliveryState::Delivered), None, 10)
+                .unwrap()),
+            vec![3]
+        );
+        assert_eq!(
+            ids(&outbox
+                .list("b", Some(DeliveryState::Dead), None, 10)
+                .unwrap()),
+            vec![4]
+        );
+        assert!(outbox.list("c", None, None, 10).unwrap().is_empty());
+        // A settled delivery left the due queue; the others are still due.
+        let due = outbox.due(Utc::now(), 10, &HashSet::new()).unwrap();
+        assert_eq!(due, vec![1, 2, 5, 6]);
+
+        // Redelivery moves the index entry back to pending with the row.
+        outbox.redeliver("b", 4).unwrap();
+        assert_eq!(
+            ids(&outbox
+                .list("b", Some(DeliveryState::Pending), None, 10)
+                .unwrap()),
+            vec![2, 4, 6]
+        );
+    }
+
+    #[test]
+    fn deliveries_stored_before_the_index_existed_are_listed_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox_with_two_applications(&db);
+        let delivered = Settled::new(
+            outbox.get(2).unwrap().unwrap(),
+            attempt(200),
+            Next::Delivered,
+        );
+        outbox.record_settled(&[delivered]).unwrap();
+        // What an older version left behind: rows, no index.
+        let tree = db.open_tree(DELIVERIES_TREE).unwrap();
+        for key in tree.scan_prefix(INDEX_PREFIX).keys() {
+            tree.remove(key.unwrap()).unwrap();
+        }
+        tree.remove(INDEX_MARKER).unwrap();
+        drop(outbox);
+
+        let source = db.open_tree("proj/webhooks/g0").unwrap();
+        let outbox = Outbox::open(&db, source).unwrap();
+        assert_eq!(
+            ids(&outbox.list("b", None, None, 10).unwrap()),
+            vec![2, 4, 6]
+        );
+        assert_eq!(
+            ids(&outbox
+                .list("b", Some(DeliveryState::Delivered), None, 10)
+                .unwrap()),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn a_disabled_endpoint_is_remembered_across_a_reopen_until_enabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox_with_two_applications(&db);
+        outbox.disable_endpoint("a", "410 Gone").unwrap();
+        drop(outbox);
+        let outbox = Outbox::open(&db, db.open_tree("proj/webhooks/g0").unwrap()).unwrap();
+        assert_eq!(
+            outbox.endpoint_disabled("a").unwrap().unwrap().reason,
+            "410 Gone"
+        );
+        outbox.enable_endpoint("a").unwrap();
+        assert!(outbox.endpoint_disabled("a").unwrap().is_none());
+        let outbox = Outbox::open(&db, db.open_tree("proj/webhooks/g0").unwrap()).unwrap();
+        assert!(outbox.endpoint_disabled("a").unwrap().is_none());
     }
 }

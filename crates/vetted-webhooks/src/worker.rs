@@ -12,7 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::endpoint::{Endpoint, EndpointDirectory};
-use crate::outbox::{Attempt, Delivery, DeliveryState, Next, Outbox, OutboxError};
+use crate::outbox::{Attempt, Delivery, DeliveryState, Next, Outbox, OutboxError, Settled};
 use crate::schedule::DeliveryConfig;
 use crate::seal::seal;
 use crate::signature::signature_header;
@@ -54,6 +54,9 @@ impl WorkerHandle {
     }
 }
 
+/// A finished task: the delivery it held and, if an attempt was made, its outcome to record.
+type Finished = (u64, Option<Settled>);
+
 /// The result of one HTTP exchange, before it becomes an [`Attempt`].
 struct Exchange {
     status: Option<u16>,
@@ -94,7 +97,8 @@ impl DeliveryWorker {
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let wake = self.outbox.wake_handle();
         let mut in_flight: HashSet<u64> = HashSet::new();
-        let mut tasks: JoinSet<u64> = JoinSet::new();
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut finished: Vec<Finished> = Vec::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
         // Under load a request finishes every few hundred microseconds; rescanning the queue for
         // each would cost more than the requests, so a finished request triggers a scan only
@@ -106,10 +110,9 @@ impl DeliveryWorker {
                 break Ok(());
             }
             while let Some(done) = tasks.try_join_next() {
-                if let Ok(id) = done {
-                    in_flight.remove(&id);
-                }
+                finished.extend(done.ok());
             }
+            self.record(&mut finished, &mut in_flight);
             let free = self.config.max_in_flight.saturating_sub(in_flight.len());
             if scan || free >= refill_at {
                 if let Err(e) = self.pick_up(&mut in_flight, &mut tasks) {
@@ -121,22 +124,42 @@ impl DeliveryWorker {
                 _ = stopped.changed() => {}
                 _ = wake.notified() => scan = true,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(id) = done { in_flight.remove(&id); }
+                    finished.extend(done.ok());
                 }
                 _ = tokio::time::sleep(poll) => scan = true,
             }
         };
-        // Abandoned requests stay pending in storage, so nothing is lost.
+        // Record what has finished; abandoned requests stay pending in storage, so nothing is lost.
+        while let Some(done) = tasks.try_join_next() {
+            finished.extend(done.ok());
+        }
+        self.record(&mut finished, &mut in_flight);
         tasks.shutdown().await;
         self.outbox.flush().await?;
         result
+    }
+
+    /// Writes finished attempts in one batch, then frees their deliveries for the next scan (not
+    /// before: until the batch lands their old queue keys still say "due").
+    fn record(&self, finished: &mut Vec<Finished>, in_flight: &mut HashSet<u64>) {
+        if finished.is_empty() {
+            return;
+        }
+        let settled: Vec<Settled> = finished.iter_mut().filter_map(|(_, s)| s.take()).collect();
+        if let Err(e) = self.outbox.record_settled(&settled) {
+            // They stay pending in storage and are attempted again (at-least-once).
+            tracing::error!(deliveries = settled.len(), error = %e, "webhook delivery state could not be updated");
+        }
+        for (id, _) in finished.drain(..) {
+            in_flight.remove(&id);
+        }
     }
 
     /// Takes new outbox rows in and starts a task for each due delivery, within the global limit.
     fn pick_up(
         self: &Arc<Self>,
         in_flight: &mut HashSet<u64>,
-        tasks: &mut JoinSet<u64>,
+        tasks: &mut JoinSet<Finished>,
     ) -> Result<(), WorkerError> {
         while self.outbox.intake(1000)? == 1000 {}
         let free = self.config.max_in_flight.saturating_sub(in_flight.len());
@@ -147,10 +170,13 @@ impl DeliveryWorker {
             in_flight.insert(id);
             let worker = Arc::clone(self);
             tasks.spawn(async move {
-                if let Err(e) = worker.deliver(id).await {
-                    tracing::error!(delivery = id, error = %e, "webhook delivery state could not be updated");
+                match worker.deliver(id).await {
+                    Ok(settled) => (id, settled),
+                    Err(e) => {
+                        tracing::error!(delivery = id, error = %e, "webhook delivery could not be attempted");
+                        (id, None)
+                    }
                 }
-                id
             });
         }
         Ok(())
@@ -169,13 +195,13 @@ impl DeliveryWorker {
             .clone()
     }
 
-    /// One attempt of one delivery, recorded.
-    async fn deliver(&self, id: u64) -> Result<(), OutboxError> {
+    /// One attempt of one delivery; its outcome is recorded by the loop, batched with others.
+    async fn deliver(&self, id: u64) -> Result<Option<Settled>, OutboxError> {
         let Some(delivery) = self.outbox.get(id)? else {
-            return Ok(());
+            return Ok(None);
         };
         if delivery.state != DeliveryState::Pending {
-            return Ok(());
+            return Ok(None);
         }
         let app_key = delivery.app_key.clone();
         if let Some(disabled) = self.outbox.endpoint_disabled(&app_key)? {
@@ -189,8 +215,7 @@ impl DeliveryWorker {
                 latency_ms: 0,
                 error: Some(error),
             };
-            self.outbox.record_attempt(id, attempt, Next::Dead)?;
-            return Ok(());
+            return Ok(Some(Settled::new(delivery, attempt, Next::Dead)));
         }
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -245,8 +270,7 @@ impl DeliveryWorker {
                 "webhook is a dead letter"
             );
         }
-        self.outbox.record_attempt(id, attempt, next)?;
-        Ok(())
+        Ok(Some(Settled::new(delivery, attempt, next)))
     }
 
     /// Seals, signs and POSTs one delivery; never fails, the outcome says what happened.
