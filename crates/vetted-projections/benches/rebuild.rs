@@ -3,6 +3,8 @@
 //! `VETTED_BENCH_EVENTS` (default 1,000,000) sets the log size. The log is generated in
 //! memory through `vetted_domain::decide` (realistic lifecycles: retries, warnings, reviewers,
 //! decisions), appended to a `MemoryStore`, then rebuilt into a fresh sled database per run.
+//! `VETTED_BENCH_SOURCE=sled` copies the log into a `SledStore` first and rebuilds from it.
+//! `VETTED_BENCH_REBUILD_ONLY=1` runs only the single timed rebuild (for profiling).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,46 @@ async fn generated_store(events: usize) -> MemoryStore {
     store
 }
 
+/// Copies every event of `from` into `to`. Per chunk of 10,000 events each stream's events
+/// go in one append, all streams of the chunk concurrently, so the store's writer groups them
+/// (one fsync per group, not per event); stream order is kept.
+async fn copy_log(from: &MemoryStore, to: &SledStore) {
+    let started = Instant::now();
+    let mut position = 1;
+    loop {
+        let events = from.read_all(position, 10_000).await.unwrap();
+        let Some(last) = events.last() else { break };
+        position = last.global_position + 1;
+        let mut streams: Vec<(String, Vec<vetted_store::NewEvent>)> = Vec::new();
+        for e in events {
+            let new = vetted_store::NewEvent {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                tenant: e.tenant,
+                actor: e.actor,
+                correlation_id: e.correlation_id,
+                causation_id: e.causation_id,
+                payload: e.payload,
+            };
+            match streams.iter_mut().find(|(s, _)| *s == e.stream_id) {
+                Some((_, list)) => list.push(new),
+                None => streams.push((e.stream_id, vec![new])),
+            }
+        }
+        futures::future::join_all(streams.into_iter().map(|(stream, events)| async move {
+            to.append(&stream, ExpectedVersion::Any, events)
+                .await
+                .unwrap()
+        }))
+        .await;
+    }
+    eprintln!(
+        "copied the log into a SledStore in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn bench_rebuild(c: &mut Criterion) {
     let events: usize = std::env::var("VETTED_BENCH_EVENTS")
         .ok()
@@ -75,9 +117,18 @@ fn bench_rebuild(c: &mut Criterion) {
         .into_iter()
         .filter(|n| only.as_deref().is_none_or(|o| o == *n))
         .collect();
+    let sled_dir = tempfile::tempdir().unwrap();
+    let source: Arc<dyn EventStore> = match std::env::var("VETTED_BENCH_SOURCE").as_deref() {
+        Ok("sled") => {
+            let sled_store = SledStore::open(sled_dir.path()).unwrap();
+            runtime.block_on(copy_log(&store, &sled_store));
+            Arc::new(sled_store)
+        }
+        _ => Arc::new(store),
+    };
     let started = Instant::now();
-    runtime
-        .block_on(rebuild(&read_models, &store, &names, &mut |_| {}))
+    let reports = runtime
+        .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |_| {}))
         .unwrap();
     let took = started.elapsed();
     eprintln!(
@@ -85,7 +136,13 @@ fn bench_rebuild(c: &mut Criterion) {
         took.as_secs_f64(),
         head as f64 / took.as_secs_f64()
     );
-    drop(store);
+    for r in &reports {
+        eprintln!("  {}: {} rows", r.projection, r.digest.rows);
+    }
+    drop(source);
+    if rebuild_only() {
+        return;
+    }
 
     let small = runtime.block_on(generated_store(50_000));
     let small_head = runtime.block_on(small.head()).unwrap();
@@ -113,7 +170,14 @@ fn bench_rebuild(c: &mut Criterion) {
     group.finish();
 }
 
+fn rebuild_only() -> bool {
+    std::env::var_os("VETTED_BENCH_REBUILD_ONLY").is_some()
+}
+
 fn bench_as_of(c: &mut Criterion) {
+    if rebuild_only() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::sync::oneshot;
 use vetted_domain::ApplicantEvent;
 use vetted_store::EventStore;
 
 use crate::read_models::{LiveTree, Slot};
 use crate::runner::apply_events;
-use crate::{checkpoint_of, digest_tree, Digest, Projection, ProjectionError, ReadModels};
+use crate::{checkpoint_of, digest_tree, Digest, Projection, ProjectionError, ReadModels, Rows};
 
 /// Events read and applied per batch while rebuilding.
 /// Large, so a row touched by many events of a batch is decoded and written once.
@@ -126,14 +127,29 @@ async fn build_and_switch(
     }
     catch_up(store, targets, None, false, progress).await?;
     let generations = read_models.generations();
-    let mut reports = Vec::new();
-    let mut old = Vec::new();
+    let mut lives = Vec::new();
     for (slot, target) in slots.iter().zip(targets) {
         let live = slot.live();
         target.projection.on_switch(&live.tree, &target.tree)?;
+        lives.push(live);
+    }
+    // Hash every new generation at once (one thread each): nothing writes to them now.
+    let digests = futures::future::join_all(targets.iter().map(|target| {
+        let (projection, tree) = (target.projection.clone(), target.tree.clone());
+        tokio::task::spawn_blocking(move || digest_tree(&tree, |k| projection.in_digest(k)))
+    }))
+    .await;
+    let mut reports = Vec::new();
+    let mut old = Vec::new();
+    for ((slot, target), (live, digest)) in slots
+        .iter()
+        .zip(targets)
+        .zip(lives.into_iter().zip(digests))
+    {
+        let digest =
+            digest.map_err(|e| ProjectionError::Other(format!("digest task failed: {e}")))??;
         generations.switch(slot.name(), target.generation)?;
         let checkpoint = checkpoint_of(&target.tree)?;
-        let digest = digest_tree(&target.tree, |k| target.projection.in_digest(k))?;
         slot.set_live(
             LiveTree {
                 generation: target.generation,
@@ -230,6 +246,12 @@ struct Target {
 /// Applies the log to every target (muted) from their common checkpoint, up to `until` or the
 /// head. With `stop_when_short`, returns after the first batch shorter than a full one (the
 /// targets are then close to the head); otherwise runs until nothing is left.
+///
+/// Each target keeps its changed rows in memory across batches (one worker thread each) and
+/// commits them, with its checkpoint, when it holds [`FLUSH_ROWS`] rows and at the end: a row
+/// touched by events of many batches is decoded once and written once, and on a fresh
+/// generation no read goes to sled. Reading and decoding the next batch overlaps with
+/// applying the current one.
 async fn catch_up(
     store: &dyn EventStore,
     targets: &[Target],
@@ -237,19 +259,260 @@ async fn catch_up(
     stop_when_short: bool,
     progress: &mut (dyn FnMut(RebuildProgress) + Send),
 ) -> Result<(), ProjectionError> {
+    let Some(first) = targets.first() else {
+        return Ok(());
+    };
+    let from = checkpoint_of(&first.tree)? + 1;
+    let workers = Workers::start(targets);
+    let fed = feed(store, &workers, from, until, stop_when_short, progress).await;
+    // Every worker commits what it holds before any error returns, so no commit races with
+    // the caller dropping the generation.
+    let finished = workers.finish().await;
+    fed.and(finished)
+}
+
+/// Reads batches from `from` and hands each to every worker, reading the next batch while
+/// the workers apply the current one.
+async fn feed(
+    store: &dyn EventStore,
+    workers: &Workers,
+    mut from: u64,
+    until: Option<u64>,
+    stop_when_short: bool,
+    progress: &mut (dyn FnMut(RebuildProgress) + Send),
+) -> Result<(), ProjectionError> {
     let mut total = store.head().await?;
+    // The batch being applied: one acknowledgement per worker, its size, its last position.
+    let mut running: Option<(Vec<Ack>, usize, u64)> = None;
     loop {
-        let (applied, checkpoint) = step(store, targets, until, true).await?;
-        if checkpoint > total {
-            total = store.head().await?;
+        let next = if until.is_some_and(|u| from > u) {
+            Ok(None)
+        } else {
+            read_batch(store, from, until).await
+        };
+        if let Some((acks, count, last)) = running.take() {
+            for ack in acks {
+                ack.await.map_err(|_| {
+                    ProjectionError::Other(
+                        "a rebuild worker stopped before applying its batch".into(),
+                    )
+                })??;
+            }
+            if last > total {
+                total = store.head().await?;
+            }
+            progress(RebuildProgress {
+                done: last,
+                total: total.max(last),
+            });
+            if stop_when_short && count < REBUILD_BATCH {
+                return next.map(|_| ());
+            }
         }
-        progress(RebuildProgress {
-            done: checkpoint,
-            total: total.max(checkpoint),
-        });
-        if applied == 0 || (stop_when_short && applied < REBUILD_BATCH) {
+        let Some(batch) = next? else {
+            return Ok(());
+        };
+        from = batch.last + 1;
+        running = Some((workers.send(&batch)?, batch.events.len(), batch.last));
+    }
+}
+
+/// A worker's word that it applied a batch (or why not).
+type Ack = oneshot::Receiver<Result<(), ProjectionError>>;
+
+/// Rows one rebuild worker keeps in memory before committing them: bounds a rebuild's memory
+/// (an applicant view row with its flow is a few KB) while writing most rows only once.
+const FLUSH_ROWS: usize = 50_000;
+
+/// A batch for a worker and where to say it is applied.
+type Job = (
+    Arc<Vec<vetted_store::RecordedEvent>>,
+    Arc<Vec<Option<ApplicantEvent>>>,
+    oneshot::Sender<Result<(), ProjectionError>>,
+);
+
+/// One worker thread per target, each folding batches into rows it keeps across batches.
+struct Workers {
+    senders: Vec<std::sync::mpsc::Sender<Job>>,
+    handles: Vec<tokio::task::JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl Workers {
+    fn start(targets: &[Target]) -> Workers {
+        let (mut senders, mut handles) = (Vec::new(), Vec::new());
+        for target in targets {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let (projection, tree) = (target.projection.clone(), target.tree.clone());
+            senders.push(tx);
+            handles.push(tokio::task::spawn_blocking(move || {
+                fold_batches(projection.as_ref(), &tree, rx)
+            }));
+        }
+        Workers { senders, handles }
+    }
+
+    /// Hands `batch` to every worker; returns one acknowledgement per worker.
+    fn send(&self, batch: &Batch) -> Result<Vec<Ack>, ProjectionError> {
+        let mut acks = Vec::new();
+        for sender in &self.senders {
+            let (done, ack) = oneshot::channel();
+            sender
+                .send((batch.events.clone(), batch.decoded.clone(), done))
+                .map_err(|_| ProjectionError::Other("a rebuild worker stopped early".into()))?;
+            acks.push(ack);
+        }
+        Ok(acks)
+    }
+
+    /// Closes the workers' queues and waits for their final commits; the first error wins.
+    async fn finish(self) -> Result<(), ProjectionError> {
+        drop(self.senders);
+        let mut outcome = Ok(());
+        for handle in self.handles {
+            let result = handle
+                .await
+                .map_err(|e| ProjectionError::Other(format!("rebuild worker failed: {e}")))
+                .and_then(|r| r);
+            if let (Ok(()), Err(e)) = (&outcome, result) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+}
+
+/// A worker's loop: apply every batch above the tree's checkpoint, commit every
+/// [`FLUSH_ROWS`] rows and once more when the queue closes. After a failed event it commits
+/// nothing more: the rebuild fails and its generation is dropped.
+fn fold_batches(
+    projection: &dyn Projection,
+    tree: &sled::Tree,
+    jobs: std::sync::mpsc::Receiver<Job>,
+) -> Result<(), ProjectionError> {
+    let committed = checkpoint_of(tree)?;
+    let mut checkpoint = committed;
+    let mut rows = Rows::muted_over_empty(tree)?;
+    let mut dirty = false;
+    for (events, decoded, done) in jobs {
+        let mut applied = || -> Result<(), ProjectionError> {
+            for (i, event) in events.iter().enumerate() {
+                if event.global_position <= checkpoint {
+                    continue;
+                }
+                let domain_event = decoded.get(i).and_then(|d| d.as_ref());
+                projection.apply_decoded(&mut rows, event, domain_event)?;
+                checkpoint = event.global_position;
+                dirty = true;
+            }
+            if rows.len() >= FLUSH_ROWS {
+                std::mem::replace(&mut rows, Rows::muted(tree)).commit(checkpoint)?;
+                dirty = false;
+            }
+            Ok(())
+        };
+        let outcome = applied();
+        let failed = outcome.is_err();
+        // The feeder may have given up already; the outcome then goes nowhere.
+        let _ = done.send(outcome);
+        if failed {
             return Ok(());
         }
+    }
+    if dirty {
+        rows.commit(checkpoint)?;
+    }
+    Ok(())
+}
+
+/// A batch read from the log, each applicant event decoded once for every target.
+struct Batch {
+    events: Arc<Vec<vetted_store::RecordedEvent>>,
+    decoded: Arc<Vec<Option<ApplicantEvent>>>,
+    last: u64,
+}
+
+/// Reads up to [`REBUILD_BATCH`] events from `from` (none above `until`) and decodes them on a
+/// blocking thread. `None`: nothing left.
+async fn read_batch(
+    store: &dyn EventStore,
+    from: u64,
+    until: Option<u64>,
+) -> Result<Option<Batch>, ProjectionError> {
+    let mut events = store.read_all(from, REBUILD_BATCH).await?;
+    if let Some(u) = until {
+        events.retain(|e| e.global_position <= u);
+    }
+    let Some(last) = events.last().map(|e| e.global_position) else {
+        return Ok(None);
+    };
+    let (events, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = decode_all(&events);
+        (events, decoded)
+    })
+    .await
+    .map_err(|e| ProjectionError::Other(format!("rebuild decoding failed: {e}")))?;
+    Ok(Some(Batch {
+        events: Arc::new(events),
+        decoded: Arc::new(decoded),
+        last,
+    }))
+}
+
+/// Decodes each applicant event; undecodable ones are left to the projections, which report
+/// them with their position.
+fn decode_all(events: &[vetted_store::RecordedEvent]) -> Vec<Option<ApplicantEvent>> {
+    events
+        .iter()
+        .map(|e| {
+            e.stream_id
+                .starts_with("applicant-")
+                .then(|| {
+                    ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload).ok()
+                })
+                .flatten()
+        })
+        .collect()
+}
+
+/// One batch being applied to every target, one blocking task per target.
+struct Applying {
+    tasks: Vec<tokio::task::JoinHandle<Result<Option<u64>, ProjectionError>>>,
+    count: usize,
+    last: u64,
+}
+
+impl Applying {
+    fn start(targets: &[Target], batch: Batch, muted: bool) -> Applying {
+        let tasks = targets
+            .iter()
+            .map(|target| {
+                let (projection, tree) = (target.projection.clone(), target.tree.clone());
+                let (events, decoded) = (batch.events.clone(), batch.decoded.clone());
+                tokio::task::spawn_blocking(move || {
+                    apply_events(projection.as_ref(), &tree, &events, Some(&decoded), muted)
+                })
+            })
+            .collect();
+        Applying {
+            tasks,
+            count: batch.events.len(),
+            last: batch.last,
+        }
+    }
+
+    /// Waits for every target; the first error wins (after all have finished).
+    async fn finish(self) -> Result<(), ProjectionError> {
+        let mut outcome = Ok(());
+        for task in self.tasks {
+            let result = task
+                .await
+                .map_err(|e| ProjectionError::Other(format!("rebuild task failed: {e}")))
+                .and_then(|r| r);
+            if let (Ok(()), Err(e)) = (&outcome, result) {
+                outcome = Err(e);
+            }
+        }
+        outcome
     }
 }
 
@@ -279,46 +542,11 @@ async fn step(
     if until.is_some_and(|u| checkpoint >= u) {
         return Ok((0, checkpoint));
     }
-    let mut events = store.read_all(checkpoint + 1, REBUILD_BATCH).await?;
-    if let Some(u) = until {
-        events.retain(|e| e.global_position <= u);
-    }
-    let Some(last) = events.last().map(|e| e.global_position) else {
+    let Some(batch) = read_batch(store, checkpoint + 1, until).await? else {
         return Ok((0, checkpoint));
     };
-    let count = events.len();
-    // Decode each applicant event once for every target; undecodable ones are left to the
-    // projections, which report them with their position.
-    let decoded: Arc<Vec<Option<ApplicantEvent>>> = Arc::new(
-        events
-            .iter()
-            .map(|e| {
-                e.stream_id
-                    .starts_with("applicant-")
-                    .then(|| {
-                        ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload)
-                            .ok()
-                    })
-                    .flatten()
-            })
-            .collect(),
-    );
-    let events = Arc::new(events);
-    let mut tasks = Vec::new();
-    for target in targets {
-        let (projection, tree, events) = (
-            target.projection.clone(),
-            target.tree.clone(),
-            events.clone(),
-        );
-        let decoded = decoded.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            apply_events(projection.as_ref(), &tree, &events, Some(&decoded), muted)
-        }));
-    }
-    for task in tasks {
-        task.await
-            .map_err(|e| ProjectionError::Other(format!("rebuild task failed: {e}")))??;
-    }
+    let applying = Applying::start(targets, batch, muted);
+    let (count, last) = (applying.count, applying.last);
+    applying.finish().await?;
     Ok((count, last))
 }

@@ -17,6 +17,9 @@ pub struct Rows<'a> {
     // counter, an applicant's state) touched by many events of a batch is decoded once.
     typed: HashMap<Vec<u8>, Box<dyn TypedRow>>,
     muted: bool,
+    // The tree held no rows when the batch started: reads of rows not changed in the batch
+    // skip sled (a miss still walks the tree), and removals of such rows write nothing.
+    tree_empty: bool,
 }
 
 /// A decoded row waiting to be encoded at commit.
@@ -43,7 +46,18 @@ impl<'a> Rows<'a> {
             pending: BTreeMap::new(),
             typed: HashMap::new(),
             muted: false,
+            tree_empty: false,
         }
+    }
+
+    /// Like [`Rows::muted`] over a tree with no rows yet (a fresh rebuild generation), checked
+    /// here: rows not written in this batch are known to be absent without asking sled.
+    pub(crate) fn muted_over_empty(tree: &'a sled::Tree) -> Result<Self, ProjectionError> {
+        let tree_empty = tree.is_empty();
+        Ok(Rows {
+            tree_empty,
+            ..Rows::muted(tree)
+        })
     }
 
     /// Starts a batch for a rebuild: side-effecting projections must not emit (no outbox rows).
@@ -103,6 +117,9 @@ impl<'a> Rows<'a> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
+        if self.tree_empty {
+            return Ok(None);
+        }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
@@ -139,6 +156,20 @@ impl<'a> Rows<'a> {
         Ok(())
     }
 
+    /// Appends `bytes` to the value of `key` (an absent row starts empty). Repeated appends in
+    /// one batch extend the pending value in place, so a row that grows by one record per
+    /// event is read once and written once per batch.
+    pub fn append(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), ProjectionError> {
+        if let Some(Some(value)) = self.pending.get_mut(key) {
+            value.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let mut value = self.get(key)?.unwrap_or_default();
+        value.extend_from_slice(bytes);
+        self.put(key.to_vec(), value);
+        Ok(())
+    }
+
     /// Removes `key`.
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
         let key = key.into();
@@ -166,6 +197,7 @@ impl<'a> Rows<'a> {
         for (k, v) in pending {
             match v {
                 Some(v) => batch.insert(k, v),
+                None if self.tree_empty => {}
                 None => batch.remove(k),
             }
         }

@@ -97,7 +97,14 @@ fn prefix(app: &str, id: &str) -> Vec<u8> {
     format!("tl/{app}/{id}/").into_bytes()
 }
 
-/// The timeline projection: row `tl/<app>/<id>/<BE u64 version>` per event.
+/// Stream versions per timeline row. A row per event made a rebuild write as many sled rows
+/// as there are events (sled's per-insert cost dominated the rebuild); a row per chunk of
+/// versions keeps the layout independent of how events were batched, so a live generation
+/// and a rebuilt one hold the same bytes.
+pub const CHUNK: u64 = 32;
+
+/// The timeline projection: row `tl/<app>/<id>/<BE u64 first version of the chunk>` holds the
+/// entries of versions `first..first + CHUNK`, each one JSON object followed by a newline.
 pub struct TimelineProjection;
 
 impl Projection for TimelineProjection {
@@ -119,12 +126,17 @@ impl Projection for TimelineProjection {
             return Ok(());
         };
         let mut key = prefix(&event.tenant, id);
-        key.extend_from_slice(&event.stream_version.to_be_bytes());
+        let first = event.stream_version - event.stream_version % CHUNK;
+        key.extend_from_slice(&first.to_be_bytes());
         let entry = match decoded {
             Some(d) => TimelineEntry::of_decoded(event, d),
             None => TimelineEntry::of(event)?,
         };
-        rows.put_json(key, &entry)
+        let mut line = serde_json::to_vec(&entry)
+            .map_err(|e| ProjectionError::Other(format!("timeline entry not encodable: {e}")))?;
+        // serde_json escapes newlines inside strings, so a newline always ends an entry.
+        line.push(b'\n');
+        rows.append(&key, &line)
     }
 }
 
@@ -135,12 +147,12 @@ impl ReadModels {
         let mut items = Vec::new();
         for row in tree.scan_prefix(prefix(app, &id.to_string())) {
             let (key, value) = row?;
-            items.push(
-                serde_json::from_slice(&value).map_err(|e| ProjectionError::Decode {
+            for entry in serde_json::Deserializer::from_slice(&value).into_iter() {
+                items.push(entry.map_err(|e| ProjectionError::Decode {
                     key: String::from_utf8_lossy(&key).into_owned(),
                     reason: e.to_string(),
-                })?,
-            );
+                })?);
+            }
         }
         Ok(Timeline { items })
     }

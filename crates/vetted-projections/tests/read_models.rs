@@ -656,3 +656,38 @@ async fn every_read_model_rebuilt_online_under_appends_equals_an_offline_rebuild
     );
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_timeline_spread_over_many_rows_reads_in_stream_order_live_and_rebuilt_alike() {
+    let store = Arc::new(MemoryStore::new());
+    let read_models = Arc::new(ReadModels::open(temp_db()).unwrap());
+    let runner = Runner::start(read_models.clone(), store.clone());
+    // Over 100 events: several timeline rows, appended one command at a time so the live
+    // runner sees batches of every size.
+    let life = rich_lifecycle(100);
+    let id = applicant_of(&life[0]);
+    let mut head = 0;
+    for a in &life {
+        head = append(store.as_ref(), a).await;
+    }
+    runner.wait_for(head, WAIT).await.unwrap();
+
+    let events = store.read_stream(&id.stream(), 0, 1000).await.unwrap();
+    assert!(events.len() > 100, "{} events", events.len());
+    let live = read_models.timeline(&app().to_string(), &id).unwrap();
+    let versions: Vec<u64> = live.items.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (0..events.len() as u64).collect::<Vec<_>>());
+
+    let offline = ReadModels::open(temp_db()).unwrap();
+    rebuild(&offline, store.as_ref(), &["timeline"], &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(offline.timeline(&app().to_string(), &id).unwrap(), live);
+    assert!(
+        verify(&read_models, store.as_ref(), "timeline")
+            .await
+            .unwrap()
+            .matches
+    );
+    runner.stop().await;
+}
