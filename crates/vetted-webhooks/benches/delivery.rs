@@ -94,6 +94,20 @@ async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool
     }
 }
 
+/// CPU time this process has used (user + system), from /proc (USER_HZ is 100 on Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -147,6 +161,7 @@ async fn throughput(applicants: usize) {
 
     eprintln!("backlog of {notifications} notifications ready; delivery starts");
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let worker = DeliveryWorker::new(side.outbox.clone(), endpoints(app, &url), config())
         .unwrap()
         .spawn();
@@ -155,6 +170,7 @@ async fn throughput(applicants: usize) {
     })
     .await;
     let received = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     let outbox = side.outbox.clone();
     let app_key = app.to_string();
     wait_until("every delivery recorded", Duration::from_secs(300), || {
@@ -172,6 +188,15 @@ async fn throughput(applicants: usize) {
     let recorded = started.elapsed();
     worker.stop().await.unwrap();
     side.runner.stop().await;
+    // CPU per delivery covers the whole process: worker, receiver and sled's threads. It says
+    // what one fully available core would sustain, whatever else shares the machine.
+    let cpu_per_delivery = cpu.as_secs_f64() / notifications as f64;
+    println!(
+        "  CPU (worker + receiver + sled, whole process): {:.2?} = {:.0} µs per delivery = {:.0} deliveries/s per core",
+        cpu,
+        cpu_per_delivery * 1e6,
+        1.0 / cpu_per_delivery,
+    );
     println!(
         "throughput: {notifications} notifications ({} events, {applicants} applicants) received in {:.2?} = {:.0} deliveries/s; \
          all recorded delivered in {:.2?} = {:.0} deliveries/s",

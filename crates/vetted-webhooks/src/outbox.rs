@@ -353,6 +353,11 @@ impl Outbox {
     /// Takes up to `max` new outbox rows in as pending deliveries, due now. Returns how many.
     /// Deliveries and the cursor move in one atomic batch, so a crash repeats or skips nothing.
     pub fn intake(&self, max: usize) -> Result<usize, OutboxError> {
+        Ok(self.intake_rows(max)?.len())
+    }
+
+    /// [`Outbox::intake`], returning the deliveries taken in (the worker keeps them in hand).
+    pub(crate) fn intake_rows(&self, max: usize) -> Result<Vec<Delivery>, OutboxError> {
         let source = match &self.source {
             OutboxSource::Tree(t) => t.clone(),
             OutboxSource::Resolve(f) => f().map_err(OutboxError::Source)?,
@@ -362,7 +367,7 @@ impl Outbox {
         let now = Utc::now();
         let mut batch = sled::Batch::default();
         let mut last = cursor;
-        let mut taken = 0;
+        let mut taken = Vec::new();
         for row in source.range(start..).take(max) {
             let (key, value) = row?;
             let Some(position) = position_of_outbox_key(&key) else {
@@ -387,9 +392,9 @@ impl Outbox {
             batch.insert(delivery_key(position), encode(&delivery));
             batch.insert(queue_key(now, position), &[] as &[u8]);
             last = position;
-            taken += 1;
+            taken.push(delivery);
         }
-        if taken > 0 {
+        if !taken.is_empty() {
             batch.insert(INTAKE_KEY, &be(last));
             self.tree.apply_batch(batch)?;
         }
@@ -594,7 +599,10 @@ impl Outbox {
                     batch.insert(q, &[] as &[u8]);
                 }
             }
-            batch.insert(index_key(&d.app_key, d.id), &[state_byte(d.state)]);
+            // A retry stays pending: its index entry already says so.
+            if d.state != DeliveryState::Pending {
+                batch.insert(index_key(&d.app_key, d.id), &[state_byte(d.state)]);
+            }
             batch.insert(delivery_key(d.id), encode(d));
         }
         self.tree.apply_batch(batch)?;

@@ -54,6 +54,15 @@ impl WorkerHandle {
     }
 }
 
+/// How many pending deliveries the loop keeps in hand between attempts (about 1 KiB each);
+/// beyond that an attempt reads its row from storage.
+const ROWS_IN_HAND: usize = 16_384;
+
+/// Pending deliveries as last written by this worker, so an attempt need not read and decode
+/// its row. Coherent because a pending delivery is changed only by the worker (an operator's
+/// redelivery refuses pending ones); a delivery that leaves `Pending` leaves this map.
+type InHand = HashMap<u64, Delivery>;
+
 /// A finished task: the delivery it held and, if an attempt was made, its outcome to record.
 type Finished = (u64, Option<Settled>);
 
@@ -99,6 +108,7 @@ impl DeliveryWorker {
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut finished: Vec<Finished> = Vec::new();
+        let mut in_hand: InHand = HashMap::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
         // Under load a request finishes every few hundred microseconds; rescanning the queue for
         // each would cost more than the requests, so a finished request triggers a scan only
@@ -112,10 +122,10 @@ impl DeliveryWorker {
             while let Some(done) = tasks.try_join_next() {
                 finished.extend(done.ok());
             }
-            self.record(&mut finished, &mut in_flight);
+            self.record(&mut finished, &mut in_flight, &mut in_hand);
             let free = self.config.max_in_flight.saturating_sub(in_flight.len());
             if scan || free >= refill_at {
-                if let Err(e) = self.pick_up(&mut in_flight, &mut tasks) {
+                if let Err(e) = self.pick_up(&mut in_flight, &mut tasks, &mut in_hand) {
                     break Err(e);
                 }
             }
@@ -133,7 +143,7 @@ impl DeliveryWorker {
         while let Some(done) = tasks.try_join_next() {
             finished.extend(done.ok());
         }
-        self.record(&mut finished, &mut in_flight);
+        self.record(&mut finished, &mut in_flight, &mut in_hand);
         tasks.shutdown().await;
         self.outbox.flush().await?;
         result
@@ -141,14 +151,28 @@ impl DeliveryWorker {
 
     /// Writes finished attempts in one batch, then frees their deliveries for the next scan (not
     /// before: until the batch lands their old queue keys still say "due").
-    fn record(&self, finished: &mut Vec<Finished>, in_flight: &mut HashSet<u64>) {
+    fn record(
+        &self,
+        finished: &mut Vec<Finished>,
+        in_flight: &mut HashSet<u64>,
+        in_hand: &mut InHand,
+    ) {
         if finished.is_empty() {
             return;
         }
         let settled: Vec<Settled> = finished.iter_mut().filter_map(|(_, s)| s.take()).collect();
-        if let Err(e) = self.outbox.record_settled(&settled) {
+        match self.outbox.record_settled(&settled) {
+            Ok(()) => {
+                for s in settled {
+                    if s.delivery.state == DeliveryState::Pending && in_hand.len() < ROWS_IN_HAND {
+                        in_hand.insert(s.delivery.id, s.delivery);
+                    }
+                }
+            }
             // They stay pending in storage and are attempted again (at-least-once).
-            tracing::error!(deliveries = settled.len(), error = %e, "webhook delivery state could not be updated");
+            Err(e) => {
+                tracing::error!(deliveries = settled.len(), error = %e, "webhook delivery state could not be updated");
+            }
         }
         for (id, _) in finished.drain(..) {
             in_flight.remove(&id);
@@ -160,8 +184,20 @@ impl DeliveryWorker {
         self: &Arc<Self>,
         in_flight: &mut HashSet<u64>,
         tasks: &mut JoinSet<Finished>,
+        in_hand: &mut InHand,
     ) -> Result<(), WorkerError> {
-        while self.outbox.intake(1000)? == 1000 {}
+        loop {
+            let taken = self.outbox.intake_rows(1000)?;
+            let more = taken.len() == 1000;
+            for d in taken {
+                if in_hand.len() < ROWS_IN_HAND {
+                    in_hand.insert(d.id, d);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
         let free = self.config.max_in_flight.saturating_sub(in_flight.len());
         if free == 0 {
             return Ok(());
@@ -169,8 +205,9 @@ impl DeliveryWorker {
         for id in self.outbox.due(Utc::now(), free, in_flight)? {
             in_flight.insert(id);
             let worker = Arc::clone(self);
+            let row = in_hand.remove(&id);
             tasks.spawn(async move {
-                match worker.deliver(id).await {
+                match worker.deliver(id, row).await {
                     Ok(settled) => (id, settled),
                     Err(e) => {
                         tracing::error!(delivery = id, error = %e, "webhook delivery could not be attempted");
@@ -196,9 +233,17 @@ impl DeliveryWorker {
     }
 
     /// One attempt of one delivery; its outcome is recorded by the loop, batched with others.
-    async fn deliver(&self, id: u64) -> Result<Option<Settled>, OutboxError> {
-        let Some(delivery) = self.outbox.get(id)? else {
-            return Ok(None);
+    async fn deliver(
+        &self,
+        id: u64,
+        row: Option<Delivery>,
+    ) -> Result<Option<Settled>, OutboxError> {
+        let delivery = match row {
+            Some(d) => d,
+            None => match self.outbox.get(id)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
         };
         if delivery.state != DeliveryState::Pending {
             return Ok(None);
@@ -288,7 +333,8 @@ impl DeliveryWorker {
             Ok(d) => d,
             Err(e) => return failed(e.to_string()),
         };
-        let body = serde_json::json!({ "data": data }).to_string().into_bytes();
+        // `data` is hex: nothing to escape, so the body is written directly.
+        let body = format!("{{\"data\":\"{data}\"}}").into_bytes();
         let now = Utc::now();
         let timestamp = now.timestamp();
         let signature = signature_header(
