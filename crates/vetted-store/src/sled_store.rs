@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sled::{Batch, IVec, Tree};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -61,6 +61,33 @@ struct Inner {
     appends: Option<mpsc::Sender<AppendRequest>>,
     durable: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Last, so it is dropped after every sled handle above.
+    _lock_release: LockRelease,
+}
+
+/// Waits on drop until sled has let go of its file lock.
+///
+/// sled's I/O threads hold the database for a moment after its last handle is dropped, so
+/// without this a reopen right after dropping the store can fail with "could not acquire
+/// lock" (seen about once in fifteen runs of the durability tests).
+struct LockRelease {
+    /// sled's log file, which sled locks; `None` when the directory is unknown.
+    log_path: Option<std::path::PathBuf>,
+}
+
+impl Drop for LockRelease {
+    fn drop(&mut self) {
+        let Some(path) = &self.log_path else { return };
+        let Ok(file) = File::open(path) else { return };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        // The same `flock` sled takes (through fs2).
+        while fs2::FileExt::try_lock_exclusive(&file).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Dropping `file` releases the lock taken just to observe that sled's is gone.
+    }
 }
 
 impl Drop for Inner {
@@ -111,7 +138,7 @@ impl SledStore {
     /// Without the directory the store cannot `fdatasync` sled's log file, so acknowledged
     /// appends survive a process crash but not a power cut: prefer [`SledStore::with_db_in`].
     pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
-        Self::start(db, None)
+        Self::start(db, None, None)
     }
 
     /// Uses an already open sled database whose directory is `dir` (the path given to
@@ -126,10 +153,14 @@ impl SledStore {
                 dir.display()
             ))
         })?;
-        Self::start(db, Some(log))
+        Self::start(db, Some(log), Some(path))
     }
 
-    fn start(db: sled::Db, log: Option<File>) -> Result<Self, StoreError> {
+    fn start(
+        db: sled::Db,
+        log: Option<File>,
+        log_path: Option<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
         let trees = Trees {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,
@@ -137,13 +168,29 @@ impl SledStore {
         let last_position = recover(&db, &trees, log.as_ref())?;
         let (durable_tx, durable_rx) = watch::channel(last_position);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer {
+        let (flushes, flush_queue) = std::sync::mpsc::channel();
+        let (verdicts, verdict_queue) = std::sync::mpsc::channel();
+        let flusher = Flusher {
             db: db.clone(),
             log,
+            durable: durable_tx,
+        };
+        let flusher = std::thread::Builder::new()
+            .name("vetted-store-flusher".into())
+            .spawn(move || flusher.run(flush_queue, verdicts))
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "could not start the event store flusher thread: {e}"
+                ))
+            })?;
+        let writer = Writer {
             trees: trees.clone(),
             heads: HashMap::new(),
             next_position: last_position + 1,
-            durable: durable_tx,
+            flushes: Some(flushes),
+            verdicts: verdict_queue,
+            flusher: Some(flusher),
+            in_flight: false,
             failed: None,
         };
         let handle = std::thread::Builder::new()
@@ -161,6 +208,7 @@ impl SledStore {
                 appends: Some(tx),
                 durable: durable_rx,
                 writer: Mutex::new(Some(handle)),
+                _lock_release: LockRelease { log_path },
             }),
         })
     }
@@ -269,15 +317,26 @@ fn stored_head(trees: &Trees, stream: &str) -> Result<Option<StreamHead>, StoreE
 }
 
 /// The writer thread's state: the only place positions are handed out.
+///
+/// Groups are pipelined with the [`Flusher`]: once group N's events are in sled, the flusher
+/// makes them durable while the writer indexes them and seals group N+1 from the requests
+/// that queued meanwhile. The writer writes N+1's events only after N's flush returned, so at
+/// most one group is ever unflushed (what `recover` relies on), and N is acknowledged only
+/// after both its flush and its index are done.
 struct Writer {
-    db: sled::Db,
-    /// sled's log file, to `fdatasync` after each flush (`None`: directory unknown).
-    log: Option<File>,
     trees: Trees,
     /// Heads of the streams appended to since opening; others are read from disk on first use.
+    /// Sealing updates them before the group is durable (the next group chains on them); a
+    /// group that fails to write stops the store, so they are never used after a failure.
     heads: HashMap<String, StreamHead>,
     next_position: u64,
-    durable: watch::Sender<u64>,
+    /// `None` only while shutting down, so the flusher sees its queue close.
+    flushes: Option<std::sync::mpsc::Sender<Flush>>,
+    /// The flusher's verdict on each group handed to it, in order.
+    verdicts: std::sync::mpsc::Receiver<Result<(), String>>,
+    flusher: Option<JoinHandle<()>>,
+    /// A group was handed to the flusher and its verdict not read yet.
+    in_flight: bool,
     /// Set after a failed write: the on-disk state is unknown, so refuse appends until reopened.
     failed: Option<String>,
 }
@@ -288,134 +347,225 @@ struct Accepted {
     result: AppendResult,
 }
 
+/// A group sealed in memory: its stored bytes, index entries and waiting appenders.
+struct Group {
+    /// Every event of a group carries the same time: `recover` finds the last group by it.
+    recorded_at: DateTime<Utc>,
+    /// Global position and encoded event, in position order.
+    events: Vec<(u64, Vec<u8>)>,
+    /// `streams` key and global position, in position order.
+    index: Vec<(Vec<u8>, u64)>,
+    accepted: Vec<Accepted>,
+}
+
+/// A group whose events are in sled, for the flusher to make durable and acknowledge.
+struct Flush {
+    last_position: u64,
+    accepted: Vec<Accepted>,
+    /// The writer's result of indexing the group (acknowledging waits for it, so a reader
+    /// who sees the new head can also find the events by stream).
+    indexed: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<AppendRequest>) {
         while let Some(first) = queue.blocking_recv() {
-            let mut events = first.events.len();
-            let mut group = vec![first];
-            while events < MAX_GROUP_EVENTS {
-                match queue.try_recv() {
-                    Ok(request) => {
-                        events += request.events.len();
-                        group.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(group);
-        }
-    }
-
-    fn commit(&mut self, group: Vec<AppendRequest>) {
-        if let Some(reason) = &self.failed {
-            for request in group {
-                let _ = request
-                    .reply
-                    .send(Err(StoreError::Unavailable(reason.clone())));
-            }
-            return;
-        }
-        let recorded_at = chain::truncate_to_micros(Utc::now());
-        let mut staged: HashMap<String, StreamHead> = HashMap::new();
-        let mut position = self.next_position;
-        let mut accepted = Vec::with_capacity(group.len());
-        // Each event is encoded once, straight into the bytes sled stores.
-        let mut events: Vec<(u64, Vec<u8>)> = Vec::with_capacity(group.len());
-        let mut index: Vec<(Vec<u8>, u64)> = Vec::with_capacity(group.len());
-        for request in group {
-            let AppendRequest {
-                stream,
-                expected,
-                events: new_events,
-                reply,
-            } = request;
-            if new_events.is_empty() {
-                let _ = reply.send(Err(StoreError::EmptyAppend));
-                continue;
-            }
-            if !staged.contains_key(&stream) && !self.heads.contains_key(&stream) {
-                match stored_head(&self.trees, &stream) {
-                    Ok(Some(head)) => {
-                        self.heads.insert(stream.clone(), head);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                }
-            }
-            let head = staged.get(&stream).or_else(|| self.heads.get(&stream));
-            if let Err(e) = sealing::check_expected(&stream, expected, head.map(|h| h.version)) {
-                let _ = reply.send(Err(e));
-                continue;
-            }
-            let (recorded, new_head) =
-                sealing::seal_append(&stream, head, new_events, position, recorded_at);
-            let encoded: Result<Vec<Vec<u8>>, _> = recorded
-                .iter()
-                .map(|event| {
-                    let mut bytes = Vec::with_capacity(512);
-                    serde_json::to_writer(&mut bytes, event).map(|()| bytes)
-                })
-                .collect();
-            let encoded = match encoded {
-                Ok(encoded) => encoded,
-                Err(e) => {
-                    let _ = reply.send(Err(StoreError::Backend(format!(
-                        "could not encode an event of stream {stream} ({e}); nothing was written"
-                    ))));
-                    continue;
-                }
+            let mut group = Group {
+                recorded_at: chain::truncate_to_micros(Utc::now()),
+                events: Vec::new(),
+                index: Vec::new(),
+                accepted: Vec::new(),
             };
-            for (event, bytes) in recorded.iter().zip(encoded) {
-                events.push((event.global_position, bytes));
-                index.push((
-                    stream_key(&stream, event.stream_version),
-                    event.global_position,
-                ));
+            self.seal(first, &mut group);
+            self.seal_queued(&mut queue, &mut group);
+            if self.in_flight {
+                self.await_verdict();
+                // Whatever queued while the previous group was flushing joins this one.
+                self.seal_queued(&mut queue, &mut group);
             }
-            let first_position = position;
-            position += recorded.len() as u64;
-            accepted.push(Accepted {
-                reply,
-                result: AppendResult {
-                    first_position,
-                    last_position: position - 1,
-                    stream_version: new_head.version,
-                },
-            });
-            staged.insert(stream, new_head);
+            // With nothing queued there is no next group to overlap with the flush, so the
+            // index goes first and the flush covers it: an idle store has nothing left dirty
+            // (and the next open nothing to repair).
+            let overlap = !queue.is_empty();
+            self.write(group, overlap);
         }
-        if accepted.is_empty() {
-            return;
+        if self.in_flight {
+            self.await_verdict();
         }
-        match self.write(events, &index) {
-            Ok(()) => {
-                self.heads.extend(staged);
-                self.next_position = position;
-                self.durable.send_replace(position - 1);
-                for a in accepted {
-                    let _ = a.reply.send(Ok(a.result));
-                }
-            }
-            Err(e) => {
-                let reason = format!("writing to the sled event store failed ({e}); reopen the store after fixing the disk");
-                tracing::error!("{reason}");
-                for a in accepted {
-                    let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
-                }
-                self.failed = Some(reason);
+        // Closing the flusher's queue ends it; joining it means nothing is left unflushed.
+        self.flushes.take();
+        if let Some(flusher) = self.flusher.take() {
+            if flusher.join().is_err() {
+                tracing::error!("the event store flusher thread panicked");
             }
         }
     }
 
-    /// Writes one group's events and index and makes them durable.
-    fn write(
-        &self,
-        mut events: Vec<(u64, Vec<u8>)>,
-        index: &[(Vec<u8>, u64)],
-    ) -> Result<(), StoreError> {
+    /// Seals every request already queued, up to [`MAX_GROUP_EVENTS`] in the group.
+    fn seal_queued(&mut self, queue: &mut mpsc::Receiver<AppendRequest>, group: &mut Group) {
+        while group.events.len() < MAX_GROUP_EVENTS {
+            match queue.try_recv() {
+                Ok(request) => self.seal(request, group),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn await_verdict(&mut self) {
+        self.in_flight = false;
+        let verdict = self
+            .verdicts
+            .recv()
+            .unwrap_or_else(|_| Err("the event store flusher thread stopped".to_string()));
+        if let Err(reason) = verdict {
+            self.failed.get_or_insert(reason);
+        }
+    }
+
+    /// Checks, stamps, seals and encodes one append into `group`, or answers it at once.
+    fn seal(&mut self, request: AppendRequest, group: &mut Group) {
+        let AppendRequest {
+            stream,
+            expected,
+            events: new_events,
+            reply,
+        } = request;
+        if let Some(reason) = &self.failed {
+            let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
+            return;
+        }
+        if new_events.is_empty() {
+            let _ = reply.send(Err(StoreError::EmptyAppend));
+            return;
+        }
+        if !self.heads.contains_key(&stream) {
+            match stored_head(&self.trees, &stream) {
+                Ok(Some(head)) => {
+                    self.heads.insert(stream.clone(), head);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let head = self.heads.get(&stream);
+        if let Err(e) = sealing::check_expected(&stream, expected, head.map(|h| h.version)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let position = self.next_position;
+        let (recorded, new_head) =
+            sealing::seal_append(&stream, head, new_events, position, group.recorded_at);
+        // Each event is encoded once, straight into the bytes sled stores.
+        let encoded: Result<Vec<Vec<u8>>, _> = recorded
+            .iter()
+            .map(|event| {
+                let mut bytes = Vec::with_capacity(512);
+                serde_json::to_writer(&mut bytes, event).map(|()| bytes)
+            })
+            .collect();
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::Backend(format!(
+                    "could not encode an event of stream {stream} ({e}); nothing was written"
+                ))));
+                return;
+            }
+        };
+        for (event, bytes) in recorded.iter().zip(encoded) {
+            group.events.push((event.global_position, bytes));
+            group.index.push((
+                stream_key(&stream, event.stream_version),
+                event.global_position,
+            ));
+        }
+        self.next_position = position + recorded.len() as u64;
+        group.accepted.push(Accepted {
+            reply,
+            result: AppendResult {
+                first_position: position,
+                last_position: self.next_position - 1,
+                stream_version: new_head.version,
+            },
+        });
+        self.heads.insert(stream, new_head);
+    }
+
+    /// Writes `group`'s events and hands them to the flusher, indexing them meanwhile when
+    /// `overlap` (else before).
+    fn write(&mut self, group: Group, overlap: bool) {
+        let Group {
+            events,
+            index,
+            accepted,
+            ..
+        } = group;
+        if let Some(reason) = &self.failed {
+            for a in accepted {
+                let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let Some(last_position) = events.last().map(|(position, _)| *position) else {
+            return;
+        };
+        if let Err(e) = self.write_events(events) {
+            self.fail(format!("{e}"), accepted);
+            return;
+        }
+        let (indexed_tx, indexed) = std::sync::mpsc::channel();
+        let mut index_result = None;
+        if !overlap {
+            index_result = Some(self.write_index(&index));
+        }
+        let handed = self.flushes.as_ref().map(|flushes| {
+            flushes.send(Flush {
+                last_position,
+                accepted,
+                indexed,
+            })
+        });
+        match handed {
+            Some(Ok(())) => self.in_flight = true,
+            Some(Err(std::sync::mpsc::SendError(flush))) => {
+                self.fail(
+                    "the event store flusher thread stopped".into(),
+                    flush.accepted,
+                );
+                return;
+            }
+            None => return,
+        }
+        let result = index_result.unwrap_or_else(|| self.write_index(&index));
+        if let Err(reason) = &result {
+            self.failed.get_or_insert(reason.clone());
+        }
+        let _ = indexed_tx.send(result);
+    }
+
+    /// The group's `streams` entries, as plain inserts: a crash can only lose a tail of them,
+    /// which `recover` rebuilds from the events on open.
+    fn write_index(&self, index: &[(Vec<u8>, u64)]) -> Result<(), String> {
+        index
+            .iter()
+            .try_for_each(|(key, position)| {
+                self.trees
+                    .streams
+                    .insert(key.as_slice(), &position.to_be_bytes())
+                    .map(drop)
+            })
+            .map_err(|e| {
+                format!(
+                    "writing to the sled event store failed ({e}); reopen the store after \
+                     fixing the disk"
+                )
+            })
+    }
+
+    fn write_events(&self, mut events: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
         // Several events go in one atomic batch, so a crash never keeps part of an append or
         // leaves a hole in the positions. A lone event is atomic by itself, and a plain insert
         // spares the batch's fixed cost (sled writes a batch marker in a log buffer of its own).
@@ -430,16 +580,78 @@ impl Writer {
             }
             self.trees.events.apply_batch(batch)?;
         }
-        // The index follows as plain inserts; a crash can only lose a tail of them, which
-        // `recover` rebuilds from the events on open.
-        for (key, position) in index {
-            self.trees
-                .streams
-                .insert(key.as_slice(), &position.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn fail(&mut self, error: String, accepted: Vec<Accepted>) {
+        let reason = format!(
+            "writing to the sled event store failed ({error}); reopen the store after fixing the disk"
+        );
+        tracing::error!("{reason}");
+        for a in accepted {
+            let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
         }
-        // One flush (and fdatasync) for the whole group: where concurrent appends share the cost.
-        self.db.flush()?;
-        sync_log(self.log.as_ref())
+        self.failed.get_or_insert(reason);
+    }
+}
+
+/// Makes each group durable, publishes the durable head and acknowledges the appenders.
+struct Flusher {
+    db: sled::Db,
+    /// sled's log file, to `fdatasync` after each flush (`None`: directory unknown).
+    log: Option<File>,
+    durable: watch::Sender<u64>,
+}
+
+impl Flusher {
+    fn run(
+        self,
+        queue: std::sync::mpsc::Receiver<Flush>,
+        verdicts: std::sync::mpsc::Sender<Result<(), String>>,
+    ) {
+        let mut failed: Option<String> = None;
+        for flush in queue {
+            // One flush (and fdatasync) for the whole group: where concurrent appends share
+            // the cost.
+            let flushed = match &failed {
+                Some(reason) => Err(reason.clone()),
+                None => self
+                    .db
+                    .flush()
+                    .map_err(StoreError::from)
+                    .and_then(|_| sync_log(self.log.as_ref()))
+                    .map_err(|e| {
+                        format!(
+                            "writing to the sled event store failed ({e}); reopen the store \
+                             after fixing the disk"
+                        )
+                    }),
+            };
+            // The index is not part of what must be durable (recovery rebuilds it), but
+            // readers must find the events by stream once they are acknowledged.
+            let indexed = flush.indexed.recv().unwrap_or_else(|_| {
+                Err("the event store writer stopped before indexing a group".to_string())
+            });
+            let verdict = flushed.and(indexed);
+            match &verdict {
+                Ok(()) => {
+                    self.durable.send_replace(flush.last_position);
+                    for a in flush.accepted {
+                        let _ = a.reply.send(Ok(a.result));
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!("{reason}");
+                    for a in flush.accepted {
+                        let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                    }
+                    failed.get_or_insert(reason.clone());
+                }
+            }
+            if verdicts.send(verdict).is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -223,3 +223,74 @@ async fn a_crash_between_two_stream_heads_of_one_group_is_repaired_on_reopen() {
     let report = verify(&store).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_append_acknowledged_under_group_commit_is_there_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acknowledged = {
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).expect("open"));
+        let tasks: Vec<_> = (0..48)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = format!("applicant-{w}");
+                    let mut acks = Vec::new();
+                    for n in 0..20 {
+                        let events = if n % 5 == 0 {
+                            vec![step_passed(n), step_passed(n + 100)]
+                        } else {
+                            vec![step_passed(n)]
+                        };
+                        let ack = store
+                            .append(&stream, ExpectedVersion::Any, events)
+                            .await
+                            .expect("append");
+                        acks.push((stream.clone(), ack));
+                    }
+                    acks
+                })
+            })
+            .collect();
+        let mut acknowledged = Vec::new();
+        for t in tasks {
+            acknowledged.extend(t.await.expect("task"));
+        }
+        acknowledged
+    };
+
+    let store = SledStore::open(dir.path()).expect("reopen");
+    let all = store.read_all(1, 10_000).await.expect("read");
+    let expected_events: u64 = acknowledged
+        .iter()
+        .map(|(_, a)| a.last_position - a.first_position + 1)
+        .sum();
+    assert_eq!(
+        all.len() as u64,
+        expected_events,
+        "no event lost, none extra"
+    );
+    for (stream, ack) in &acknowledged {
+        let last = &all[(ack.last_position - 1) as usize];
+        assert_eq!(
+            (&last.stream_id, last.stream_version),
+            (stream, ack.stream_version),
+            "position {} holds what the append was told",
+            ack.last_position
+        );
+    }
+    for w in 0..48 {
+        let stream = format!("applicant-{w}");
+        assert_eq!(
+            store
+                .read_stream(&stream, 0, 1000)
+                .await
+                .expect("read")
+                .len(),
+            24,
+            "{stream} reads back every version through the index"
+        );
+    }
+    let report = verify(&store).await.expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_mismatch);
+    assert_eq!((report.streams, report.events), (48, 48 * 24));
+}
