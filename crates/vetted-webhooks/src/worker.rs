@@ -114,6 +114,12 @@ impl DeliveryWorker {
         // each would cost more than the requests, so a finished request triggers a scan only
         // once a quarter of the slots are free. A wake-up or the poll tick always scans.
         let refill_at = (self.config.max_in_flight / 4).max(1);
+        // A sled batch has a fixed cost (a global write lock, a log manifest), so finished
+        // attempts are written together: once `record_at` have finished, or the first of them
+        // has waited a poll interval, or nothing else is in flight. Receipt is not delayed,
+        // only the bookkeeping; until written, a delivery stays in flight and is not rescanned.
+        let record_at = (self.config.max_in_flight / 8).max(1);
+        let mut first_finished: Option<Instant> = None;
         let mut scan = true;
         let result = loop {
             if *stopped.borrow() {
@@ -122,7 +128,15 @@ impl DeliveryWorker {
             while let Some(done) = tasks.try_join_next() {
                 finished.extend(done.ok());
             }
-            self.record(&mut finished, &mut in_flight, &mut in_hand);
+            if finished.is_empty() {
+                first_finished = None;
+            } else {
+                let since = *first_finished.get_or_insert_with(Instant::now);
+                if finished.len() >= record_at || tasks.is_empty() || since.elapsed() >= poll {
+                    self.record(&mut finished, &mut in_flight, &mut in_hand);
+                    first_finished = None;
+                }
+            }
             let free = self.config.max_in_flight.saturating_sub(in_flight.len());
             if scan || free >= refill_at {
                 if let Err(e) = self.pick_up(&mut in_flight, &mut tasks, &mut in_hand) {
