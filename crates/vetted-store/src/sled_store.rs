@@ -118,18 +118,14 @@ struct AppendRequest {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // The writer flushes every group itself; sled's timed background flush would only
-        // compete with it for the log.
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
+        // sled's timed background flush stays on: projections and outboxes keep their own
+        // trees in this database (`SledStore::db`) and may rely on it.
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            StoreError::Unavailable(format!(
                 "could not open the sled database in {}: {e} (is another vetted process using it?)",
                 dir.display()
             ))
-            })?;
+        })?;
         Self::with_db_in(db, dir)
     }
 
