@@ -118,14 +118,28 @@ struct AppendRequest {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // sled's timed background flush stays on: projections and outboxes keep their own
-        // trees in this database (`SledStore::db`) and may rely on it.
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            StoreError::Unavailable(format!(
-                "could not open the sled database in {}: {e} (is another vetted process using it?)",
-                dir.display()
-            ))
-        })?;
+        // sled's I/O threads keep its file lock for a moment after the last handle of a
+        // database is dropped, so a reopen in the same process (a restart, a test) can find it
+        // still locked: retry briefly before blaming another process.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "could not open the sled database in {}: {e} (is another vetted process \
+                         using it?)",
+                        dir.display()
+                    )))
+                }
+            }
+        };
         Self::with_db_in(db, dir)
     }
 
