@@ -79,7 +79,7 @@ impl Engine {
                 reason: e.to_string(),
             })?;
         let store: Arc<dyn EventStore> = match config.store {
-            StoreKind::Sled => Arc::new(SledStore::with_db(db.clone())?),
+            StoreKind::Sled => Arc::new(SledStore::with_db_in(db.clone(), &config.data_dir)?),
             StoreKind::Jetstream => {
                 let url = config.nats_url.clone().ok_or_else(|| {
                     EngineError::Config("--store jetstream needs VETTED_NATS_URL".into())
