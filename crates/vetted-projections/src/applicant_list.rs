@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decode};
+use crate::applicant_view::{applicant_of, decoded_or_decode};
 use crate::{Projection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant list projection.
@@ -133,14 +133,8 @@ impl Projection for ApplicantListProjection {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let owned;
-        let domain_event = match decoded {
-            Some(d) => d,
-            None => {
-                owned = decode(event)?;
-                &owned
-            }
-        };
+        let domain_event = decoded_or_decode(event, decoded)?;
+        let domain_event: &ApplicantEvent = &domain_event;
         let key = entry_key(id);
         if let ApplicantEvent::ApplicantCreated {
             applicant_id,

@@ -187,6 +187,17 @@ fn view_key(id: &str) -> String {
     format!("view/{id}")
 }
 
+/// The event's domain form: the one the caller decoded once for the batch, or decoded now.
+pub(crate) fn decoded_or_decode<'a>(
+    event: &RecordedEvent,
+    decoded: Option<&'a ApplicantEvent>,
+) -> Result<std::borrow::Cow<'a, ApplicantEvent>, ProjectionError> {
+    match decoded {
+        Some(d) => Ok(std::borrow::Cow::Borrowed(d)),
+        None => decode(event).map(std::borrow::Cow::Owned),
+    }
+}
+
 /// The applicant id of an applicant stream (`applicant-<uuid>`), `None` for other streams.
 pub(crate) fn applicant_of(event: &RecordedEvent) -> Option<&str> {
     event.stream_id.strip_prefix("applicant-")
@@ -213,14 +224,8 @@ impl Projection for ApplicantViewProjection {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let owned;
-        let domain_event = match decoded {
-            Some(d) => d,
-            None => {
-                owned = decode(event)?;
-                &owned
-            }
-        };
+        let domain_event = decoded_or_decode(event, decoded)?;
+        let domain_event: &ApplicantEvent = &domain_event;
         rows.update_json::<ApplicantFold, _>(view_key(id).as_bytes(), |fold| {
             fold.get_or_insert_with(ApplicantFold::default)
                 .apply_decoded(event, domain_event)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantStatus, StepType};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decode};
+use crate::applicant_view::{applicant_of, decoded_or_decode};
 use crate::{Projection, ProjectionError, ReadModels, Rows};
 
 /// Name of the dashboard projection.
@@ -126,14 +126,8 @@ impl Projection for DashboardProjection {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let owned;
-        let domain_event = match decoded {
-            Some(d) => d,
-            None => {
-                owned = decode(event)?;
-                &owned
-            }
-        };
+        let domain_event = decoded_or_decode(event, decoded)?;
+        let domain_event: &ApplicantEvent = &domain_event;
         let app = event.tenant.as_str();
         let today = day_of(event.recorded_at);
         let tracked_key = format!("ap/{id}");

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decode};
+use crate::applicant_view::{applicant_of, decoded_or_decode};
 use crate::{Projection, ProjectionError, ReadModels, Rows};
 
 /// Name of the reviewer queue projection.
@@ -102,14 +102,8 @@ impl Projection for ReviewerQueueProjection {
         let Some(id) = applicant_of(event) else {
             return Ok(());
         };
-        let owned;
-        let domain_event = match decoded {
-            Some(d) => d,
-            None => {
-                owned = decode(event)?;
-                &owned
-            }
-        };
+        let domain_event = decoded_or_decode(event, decoded)?;
+        let domain_event: &ApplicantEvent = &domain_event;
         let key = format!("rq/{id}");
         let change = rows.update_json::<Tracked, _>(key.as_bytes(), |row| {
             if let ApplicantEvent::ApplicantCreated {

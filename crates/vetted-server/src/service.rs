@@ -203,9 +203,28 @@ impl Engine {
             redirect_url: req.redirect_url,
             mode: req.mode.unwrap_or(Mode::Test),
         };
-        let event = ApplicationEvent::ApplicationCreated(app.clone());
+        self.record_application(
+            ApplicationEvent::ApplicationCreated(app.clone()),
+            ExpectedVersion::NoStream,
+            meta,
+        )
+        .await?;
+        Ok((app, secrets))
+    }
+
+    /// Appends an application event to its stream and waits until the registry shows it.
+    async fn record_application(
+        &self,
+        event: ApplicationEvent,
+        expected: ExpectedVersion,
+        meta: &Meta,
+    ) -> Result<(), ApiError> {
+        let app_key = match &event {
+            ApplicationEvent::ApplicationCreated(app)
+            | ApplicationEvent::ApplicationUpdated(app) => app.app_key,
+        };
         let batch = envelopes(
-            &app.app_key.to_string(),
+            &app_key.to_string(),
             meta,
             vec![(
                 event.event_type().to_string(),
@@ -215,14 +234,9 @@ impl Engine {
         );
         let appended = self
             .store
-            .append(
-                &application_stream(&app.app_key),
-                ExpectedVersion::NoStream,
-                batch,
-            )
+            .append(&application_stream(&app_key), expected, batch)
             .await?;
-        self.wait_for_registry(appended.last_position).await?;
-        Ok((app, secrets))
+        self.wait_for_registry(appended.last_position).await
     }
 
     /// Records a changed application (webhook URL, headers, keys).
@@ -233,25 +247,12 @@ impl Engine {
     ) -> Result<Application, ApiError> {
         validate_url("webhookUrl", &app.webhook_url)?;
         validate_url("redirectUrl", &app.redirect_url)?;
-        let event = ApplicationEvent::ApplicationUpdated(app.clone());
-        let batch = envelopes(
-            &app.app_key.to_string(),
+        self.record_application(
+            ApplicationEvent::ApplicationUpdated(app.clone()),
+            ExpectedVersion::Any,
             meta,
-            vec![(
-                event.event_type().to_string(),
-                event.schema_version(),
-                event.to_payload(),
-            )],
-        );
-        let appended = self
-            .store
-            .append(
-                &application_stream(&app.app_key),
-                ExpectedVersion::Any,
-                batch,
-            )
-            .await?;
-        self.wait_for_registry(appended.last_position).await?;
+        )
+        .await?;
         Ok(app)
     }
 
