@@ -119,6 +119,10 @@ fn decide_existing(
                 // A result arriving before the start signal means the applicant did start.
                 out.emit(ApplicantEvent::VerificationStarted {});
             }
+            let country_refused = match outcome {
+                StepOutcome::Passed => country_not_permitted(state, step, &data),
+                StepOutcome::Failed => None,
+            };
             out.emit(match outcome {
                 StepOutcome::Passed => ApplicantEvent::StepPassed {
                     step,
@@ -134,6 +138,15 @@ fn decide_existing(
                     data,
                 },
             });
+            if let Some((country, why)) = country_refused {
+                let warning_id = system_warning_id(&out.state);
+                out.emit(ApplicantEvent::WarningRaised {
+                    warning_id,
+                    code: "COUNTRY_NOT_PERMITTED".into(),
+                    message: format!("the document was issued by {country}, which {why}"),
+                    step: Some(step),
+                });
+            }
             out.auto_approve_if_due(ctx);
         }
         Command::DeactivateStep { step, reason } => {
@@ -462,6 +475,42 @@ fn active_step(state: &Applicant, step: StepType) -> Result<&StepState, DomainEr
             command: "submit a step result".into(),
             reason: format!("step {step} is deactivated: reactivate it first"),
         })
+}
+
+/// The document's country (`data.country`) and why the flow does not accept it, for a passed
+/// document step of a flow with permitted or excluded countries.
+fn country_not_permitted(
+    state: &Applicant,
+    step: StepType,
+    data: &serde_json::Value,
+) -> Option<(String, String)> {
+    if !matches!(step, StepType::DocumentCheck | StepType::SelfieWithDocument) {
+        return None;
+    }
+    let settings = &state.flow.as_ref()?.settings;
+    let country = data.get("country")?.as_str()?.trim().to_ascii_uppercase();
+    let listed = |list: &[String]| list.iter().any(|c| c.trim().eq_ignore_ascii_case(&country));
+    if listed(&settings.excluded_countries) {
+        return Some((country, "the flow excludes".into()));
+    }
+    if !settings.permitted_countries.is_empty() && !listed(&settings.permitted_countries) {
+        return Some((
+            country,
+            "is not among the flow's permitted countries".into(),
+        ));
+    }
+    None
+}
+
+/// An id for a warning the rules raise themselves: derived from the applicant and the version
+/// the warning gets, so `decide` stays pure and a replay yields the same id.
+fn system_warning_id(state: &Applicant) -> crate::ids::WarningId {
+    let mut bytes = state.id.map(|id| *id.0.as_bytes()).unwrap_or_default();
+    let version = state.next_version().to_be_bytes();
+    for (b, v) in bytes[8..].iter_mut().zip(version) {
+        *b ^= v;
+    }
+    crate::ids::WarningId(uuid::Uuid::new_v8(bytes))
 }
 
 /// Active passed steps that `flow` also has, in the state's order.

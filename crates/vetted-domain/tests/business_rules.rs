@@ -1070,3 +1070,85 @@ fn the_version_counts_folded_events_from_zero() {
     );
     assert_eq!(given([]).state().version, None);
 }
+
+// ---- countries ----
+
+fn kyc_excluding(excluded: &[&str], permitted: &[&str]) -> vetted_domain::Flow {
+    let mut flow = kyc_basic();
+    flow.settings.excluded_countries = excluded.iter().map(|c| c.to_string()).collect();
+    flow.settings.permitted_countries = permitted.iter().map(|c| c.to_string()).collect();
+    flow
+}
+
+fn country_warnings(events: &[E]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            E::WarningRaised { code, message, .. } if code == "COUNTRY_NOT_PERMITTED" => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_document_from_an_excluded_country_holds_the_applicant() {
+    let history = after([
+        create(kyc_excluding(&["PRK"], &[])),
+        Command::StartVerification,
+    ]);
+    let events = given(history)
+        .when(pass(DocumentCheck, json!({"country": "prk"})))
+        .then_status(ON_HOLD);
+    assert_eq!(
+        country_warnings(&events),
+        vec!["the document was issued by PRK, which the flow excludes".to_string()]
+    );
+}
+
+#[test]
+fn a_document_from_outside_the_permitted_countries_holds_the_applicant() {
+    let history = after([
+        create(kyc_excluding(&[], &["FRA", "DEU"])),
+        Command::StartVerification,
+    ]);
+    let events = given(history)
+        .when(pass(DocumentCheck, json!({"country": "UTO"})))
+        .events()
+        .unwrap();
+    assert_eq!(country_warnings(&events).len(), 1);
+}
+
+#[test]
+fn a_document_from_a_permitted_country_raises_nothing() {
+    let history = after([
+        create(kyc_excluding(&["PRK"], &["FRA", "UTO"])),
+        Command::StartVerification,
+    ]);
+    let events = given(history)
+        .when(pass(DocumentCheck, json!({"country": "UTO"})))
+        .events()
+        .unwrap();
+    assert!(country_warnings(&events).is_empty());
+}
+
+#[test]
+fn the_country_warning_id_is_the_same_on_every_replay() {
+    let history = after([
+        create(kyc_excluding(&["PRK"], &[])),
+        Command::StartVerification,
+    ]);
+    let once = given(history.clone())
+        .when(pass(DocumentCheck, json!({"country": "PRK"})))
+        .events()
+        .unwrap();
+    let again = given(history)
+        .when(pass(DocumentCheck, json!({"country": "PRK"})))
+        .events()
+        .unwrap();
+    assert_eq!(
+        once, again,
+        "decide is pure: the system-raised warning id is derived, not random"
+    );
+}
