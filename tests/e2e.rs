@@ -365,3 +365,45 @@ fn chrono_now() -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[test]
+fn operators_rebuild_and_verify_a_running_server_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let online = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vetted"))
+            .args(args)
+            .args(["--server", &server.base])
+            .env("VETTED_ADMIN_TOKEN", ADMIN)
+            .env("VETTED_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, list) = online(&["projections", "list"]);
+    assert!(ok && list.contains("registry"), "{list}");
+    let (ok, rebuilt) = online(&["projections", "rebuild", "applicant_view"]);
+    assert!(ok, "{rebuilt}");
+    assert!(
+        rebuilt.contains("rebuilt applicant_view: generation 0 -> 1"),
+        "{rebuilt}"
+    );
+    let (ok, verified) = online(&["projections", "verify", "all"]);
+    assert!(
+        ok && verified.contains("MATCH") && !verified.contains("MISMATCH"),
+        "{verified}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vetted"))
+        .args(["projections", "list", "--server", &server.base])
+        .env("VETTED_ADMIN_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong admin token is refused");
+}

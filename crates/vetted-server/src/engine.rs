@@ -54,6 +54,10 @@ pub struct Engine {
     /// Background tasks (NATS publisher, webhook worker) and the signal that stops them.
     background: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Progress of online rebuilds by projection name, for `GET /v1/projections`.
+    rebuild_progress: Arc<
+        std::sync::Mutex<std::collections::HashMap<String, vetted_projections::RebuildProgress>>,
+    >,
 }
 
 /// The read-model projections every node runs (the registry first: tenancy needs it).
@@ -114,6 +118,7 @@ impl Engine {
             runner: tokio::sync::Mutex::new(None),
             background: tokio::sync::Mutex::new(Vec::new()),
             stop: tokio::sync::watch::Sender::new(false),
+            rebuild_progress: Arc::default(),
         }))
     }
 
@@ -328,7 +333,22 @@ impl Engine {
     /// Checkpoint, head, lag and generation of every projection.
     pub async fn projection_status(&self) -> Result<Value, ApiError> {
         let status = self.read_models.status(self.store.as_ref()).await?;
-        Ok(serde_json::to_value(status).unwrap_or_default())
+        let progress = self
+            .rebuild_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let items = status
+            .into_iter()
+            .map(|s| {
+                let mut item = serde_json::to_value(&s).unwrap_or_default();
+                if let Some(p) = progress.get(&s.name) {
+                    item["rebuildProgress"] = json!({ "done": p.done, "total": p.total });
+                }
+                item
+            })
+            .collect();
+        Ok(Value::Array(items))
     }
 
     /// Rebuilds projection `name` (or `all`) online into a new generation and switches to it,
@@ -346,9 +366,28 @@ impl Engine {
         Ok(json!({ "items": reports }))
     }
 
-    /// Rebuilds projection `name` (or `all`) online, for the admin API.
+    /// Rebuilds projection `name` (or `all`) online, for the admin API; its progress shows in
+    /// `GET /v1/projections` (`rebuildProgress`) while it runs.
     pub async fn rebuild_projection(&self, name: &str) -> Result<Value, ApiError> {
-        self.rebuild_projections(name, &mut |_| {}).await
+        let names = self.projection_names(name)?;
+        let progress = self.rebuild_progress.clone();
+        let shown = names.clone();
+        let result = self
+            .rebuild_projections(name, &mut move |p| {
+                let mut map = progress.lock().unwrap_or_else(|e| e.into_inner());
+                for n in &shown {
+                    map.insert(n.clone(), p.clone());
+                }
+            })
+            .await;
+        let mut map = self
+            .rebuild_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for n in &names {
+            map.remove(n);
+        }
+        result
     }
 
     /// Rebuilds `name` (or `all`) into a scratch generation and compares digests with the live one.

@@ -40,15 +40,43 @@ pub async fn projections(command: ProjectionsCommand) -> CliResult {
             };
             let reports = match &target.server {
                 Some(url) => {
-                    let bar = spinner(&format!("rebuilding {name} on {url}"));
-                    let r = admin(
-                        &target,
-                        reqwest::Method::POST,
-                        &format!("{url}/v1/projections/{name}/rebuild"),
-                    )
-                    .await;
+                    let bar = progress_bar(&name);
+                    let request = {
+                        let (target, url, name) = (target.clone(), url.clone(), name.clone());
+                        tokio::spawn(async move {
+                            admin(
+                                &target,
+                                reqwest::Method::POST,
+                                &format!("{url}/v1/projections/{name}/rebuild"),
+                            )
+                            .await
+                        })
+                    };
+                    // Draw the server's progress while the rebuild request runs.
+                    while !request.is_finished() {
+                        if let Ok(status) = admin(
+                            &target,
+                            reqwest::Method::GET,
+                            &format!("{url}/v1/projections"),
+                        )
+                        .await
+                        {
+                            let progress = status["items"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .find_map(|s| {
+                                    s.get("rebuildProgress").filter(|p| p.is_object()).cloned()
+                                });
+                            if let Some(p) = progress {
+                                bar.set_length(p["total"].as_u64().unwrap_or(0));
+                                bar.set_position(p["done"].as_u64().unwrap_or(0));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     bar.finish_and_clear();
-                    r?
+                    request.await??
                 }
                 None => {
                     let engine = open_offline(target.config.clone()).await?;
@@ -124,10 +152,15 @@ pub async fn projections(command: ProjectionsCommand) -> CliResult {
     }
 }
 
-fn spinner(message: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(Duration::from_millis(120));
+/// A bar with events/s and ETA, for rebuilds (online and offline).
+fn progress_bar(name: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {name}"));
     bar
 }
 

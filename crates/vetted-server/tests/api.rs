@@ -355,3 +355,79 @@ async fn the_timeline_as_of_a_moment_shows_only_what_had_happened() {
     assert_eq!(st, 400);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rebuilds_every_projection_online_while_clients_keep_writing() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = s.applicant(&key, &format!("before-{n}")).await;
+        s.step(
+            &key,
+            &id,
+            "document_check",
+            "passed",
+            json!({"country": "UTO"}),
+        )
+        .await;
+        ids.push(id);
+    }
+    let writer = {
+        let (base, key, http) = (s.base.clone(), key.clone(), s.http.clone());
+        tokio::spawn(async move {
+            for n in 0..20 {
+                let r = http
+                    .post(format!("{base}/v1/applicants"))
+                    .bearer_auth(&key)
+                    .json(&json!({"externalUserId": format!("during-{n}"), "flow": "kyc-basic"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        })
+    };
+    let (st, report) = s
+        .post(ADMIN, "/v1/projections/all/rebuild", json!({}))
+        .await;
+    assert_eq!(st, 200, "{report}");
+    writer.await.unwrap();
+    let (_, status) = s.get(ADMIN, "/v1/projections").await;
+    for p in status["items"].as_array().unwrap() {
+        assert_eq!(
+            p["generation"], 1,
+            "every projection switched to its new generation: {p}"
+        );
+        assert!(
+            p.get("rebuildProgress").is_none(),
+            "no rebuild is running any more: {p}"
+        );
+    }
+    let (st, verified) = s.post(ADMIN, "/v1/projections/all/verify", json!({})).await;
+    assert_eq!(st, 200);
+    assert!(
+        verified["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["matches"] == true),
+        "{verified}"
+    );
+    let (_, list) = s.get(&key, "/v1/applicants?limit=500").await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        25,
+        "nothing written during the rebuild is missing"
+    );
+    for id in ids {
+        let (st, v) = s.get(&key, &format!("/v1/applicants/{id}")).await;
+        assert_eq!(st, 200);
+        assert_eq!(v["status"], "INCOMPLETE");
+    }
+    let (st, _) = s
+        .post(ADMIN, "/v1/projections/nope/rebuild", json!({}))
+        .await;
+    assert_eq!(st, 404);
+    s.stop().await;
+}
