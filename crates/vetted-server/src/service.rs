@@ -7,11 +7,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 use vetted_domain::{
-    decide, AppKey, Applicant, ApplicantEvent, ApplicantId, Application, ApplicationEvent, Command,
-    Context, Flow, FlowEvent, FlowSettings, Mode, StepSpec,
+    decide, AppKey, ApplicantId, Application, ApplicationEvent, Command, Context, Flow, FlowEvent,
+    FlowSettings, Mode, StepSpec,
 };
-use vetted_projections::ApplicantView;
-use vetted_store::{Actor, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use vetted_projections::{ApplicantFold, ApplicantView};
+use vetted_store::{Actor, AppendResult, ExpectedVersion, NewEvent, StoreError};
 
 use crate::error::ApiError;
 use crate::keys::{self, ApplicationSecrets};
@@ -136,38 +136,6 @@ fn non_empty(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
         )));
     }
     Ok(())
-}
-
-/// Decodes stored applicant events into domain events.
-pub fn decode_applicant_events(events: &[RecordedEvent]) -> Result<Vec<ApplicantEvent>, ApiError> {
-    events
-        .iter()
-        .map(|e| {
-            ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload).map_err(
-                |err| {
-                    ApiError::internal(format!(
-                        "stored event {}@{} cannot be decoded: {err}",
-                        e.stream_id, e.stream_version
-                    ))
-                },
-            )
-        })
-        .collect()
-}
-
-/// Folds a stream into the applicant view, answering 404 if it is absent or another tenant's.
-pub fn view_of(
-    app_key: &AppKey,
-    id: &ApplicantId,
-    events: &[RecordedEvent],
-) -> Result<ApplicantView, ApiError> {
-    let view = ApplicantView::fold(events)?;
-    match view {
-        Some(v) if &v.app_key == app_key => Ok(v),
-        _ => Err(ApiError::not_found(format!(
-            "no applicant {id} in this application"
-        ))),
-    }
 }
 
 impl Engine {
@@ -358,10 +326,18 @@ impl Engine {
         let stream = id.stream();
         let creating = matches!(command, Command::CreateApplicant { .. });
         for _ in 0..CONFLICT_RETRIES {
+            // One fold serves the tenancy check, the domain state for `decide` and the answer.
             let stored = self.store.read_stream(&stream, 0, usize::MAX).await?;
-            if !creating {
+            let mut fold = ApplicantFold::default();
+            for event in &stored {
+                fold.apply(event)?;
+            }
+            let mine = fold.applicant.app_key.as_ref() == Some(app_key);
+            if !creating && !mine {
                 // 404 for unknown and for another application's applicant alike.
-                view_of(app_key, id, &stored)?;
+                return Err(ApiError::not_found(format!(
+                    "no applicant {id} in this application"
+                )));
             }
             let current = stored.last().map(|e| e.stream_version);
             if let Some(expected) = if_match {
@@ -369,11 +345,17 @@ impl Engine {
                     return Err(ApiError::version_conflict(current, expected));
                 }
             }
-            let state: Applicant = vetted_domain::fold(decode_applicant_events(&stored)?.iter());
-            let new_events = decide(&state, command.clone(), &Context { now: Utc::now() })?;
+            let new_events = decide(
+                &fold.applicant,
+                command.clone(),
+                &Context { now: Utc::now() },
+            )?;
             if new_events.is_empty() {
+                let view = fold
+                    .view()
+                    .ok_or_else(|| ApiError::not_found(format!("no applicant {id}")))?;
                 return Ok(CommandOutcome {
-                    view: view_of(app_key, id, &stored)?,
+                    view,
                     appended: None,
                 });
             }
@@ -396,8 +378,14 @@ impl Engine {
                 .unwrap_or(ExpectedVersion::NoStream);
             match self.store.append(&stream, expected, batch).await {
                 Ok(appended) => {
-                    let stored = self.store.read_stream(&stream, 0, usize::MAX).await?;
-                    let view = view_of(app_key, id, &stored)?;
+                    // Only the events just appended need reading (for their times and hashes).
+                    let from = current.map_or(0, |v| v + 1);
+                    for event in &self.store.read_stream(&stream, from, usize::MAX).await? {
+                        fold.apply(event)?;
+                    }
+                    let view = fold.view().ok_or_else(|| {
+                        ApiError::internal(format!("applicant {id} vanished after an append"))
+                    })?;
                     self.wait_for_read_models(appended.last_position).await;
                     return Ok(CommandOutcome {
                         view,

@@ -30,6 +30,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 /// The application whose private key authorised the request.
+#[derive(Clone)]
 pub struct Tenant(pub Application);
 
 impl FromRequestParts<AppState> for Tenant {
