@@ -140,7 +140,8 @@ impl SledStore {
                 }
             }
         };
-        Self::with_db_in(db, dir)
+        // This store owns the database: dropping it waits until sled lets go of the files.
+        Self::attach(db, dir, true)
     }
 
     /// Uses an already open sled database (projections keep their trees in the same one).
@@ -154,6 +155,11 @@ impl SledStore {
     /// Uses an already open sled database whose directory is `dir` (the path given to
     /// `sled::Config::path`); every acknowledged group is `fdatasync`'d.
     pub fn with_db_in(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        // The caller owns the database (and may keep other handles): nothing to wait for on drop.
+        Self::attach(db, dir, false)
+    }
+
+    fn attach(db: sled::Db, dir: &Path, owns_db: bool) -> Result<Self, StoreError> {
         let path = dir.join("db");
         let log = File::open(&path).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -163,7 +169,7 @@ impl SledStore {
                 dir.display()
             ))
         })?;
-        Self::start(db, Some(log), Some(path))
+        Self::start(db, Some(log), owns_db.then_some(path))
     }
 
     fn start(
