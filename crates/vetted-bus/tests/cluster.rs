@@ -244,8 +244,17 @@ async fn two_stores_on_different_nodes_see_the_same_log() {
         }
     );
     let _ = (ra, rb);
-    let from_a = a.read_stream("applicant-shared", 0, 1000).await.unwrap();
-    let from_b = b.read_stream("applicant-shared", 0, 1000).await.unwrap();
+    // Reads may be served by any replica (direct get), so a node can briefly lag the other's
+    // acknowledged appends: wait, with a deadline, until both serve all 100.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (from_a, from_b) = loop {
+        let from_a = a.read_stream("applicant-shared", 0, 1000).await.unwrap();
+        let from_b = b.read_stream("applicant-shared", 0, 1000).await.unwrap();
+        if (from_a.len() == 100 && from_b.len() == 100) || tokio::time::Instant::now() >= deadline {
+            break (from_a, from_b);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(from_a.len(), 100);
     assert_eq!(from_a, from_b, "both nodes serve the same stream");
     assert!(from_a

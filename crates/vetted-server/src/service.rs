@@ -379,9 +379,26 @@ impl Engine {
             match self.store.append(&stream, expected, batch).await {
                 Ok(appended) => {
                     // Only the events just appended need reading (for their times and hashes).
-                    let from = current.map_or(0, |v| v + 1);
-                    for event in &self.store.read_stream(&stream, from, usize::MAX).await? {
-                        fold.apply(event)?;
+                    // A replicated log may serve a read from a replica that has not applied them
+                    // yet: read until they are there (bounded).
+                    let mut from = current.map_or(0, |v| v + 1);
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while from <= appended.stream_version {
+                        let tail = self.store.read_stream(&stream, from, usize::MAX).await?;
+                        for event in &tail {
+                            fold.apply(event)?;
+                        }
+                        from = tail.last().map_or(from, |e| e.stream_version + 1);
+                        if from <= appended.stream_version {
+                            if tokio::time::Instant::now() >= deadline {
+                                return Err(ApiError::new(
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "unavailable",
+                                    format!("applicant {id}: the appended events are acknowledged but not readable yet; GET it again"),
+                                ));
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
                     }
                     let view = fold.view().ok_or_else(|| {
                         ApiError::internal(format!("applicant {id} vanished after an append"))
