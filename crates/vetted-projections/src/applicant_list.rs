@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decoded_or_decode};
-use crate::{Projection, ProjectionError, ReadModels, Rows};
+use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant list projection.
 pub const APPLICANT_LIST: &str = "applicant_list";
@@ -115,26 +114,18 @@ fn with_suffix(mut prefix: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
 /// The applicant list projection.
 pub struct ApplicantListProjection;
 
-impl Projection for ApplicantListProjection {
+impl ApplicantProjection for ApplicantListProjection {
     fn name(&self) -> &'static str {
         APPLICANT_LIST
     }
 
-    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.apply_decoded(rows, event, None)
-    }
-
-    fn apply_decoded(
+    fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,
         event: &RecordedEvent,
-        decoded: Option<&ApplicantEvent>,
+        id: &str,
+        domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_of(event) else {
-            return Ok(());
-        };
-        let domain_event = decoded_or_decode(event, decoded)?;
-        let domain_event: &ApplicantEvent = &domain_event;
         let key = entry_key(id);
         if let ApplicantEvent::ApplicantCreated {
             applicant_id,

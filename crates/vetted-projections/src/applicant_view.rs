@@ -11,7 +11,7 @@ use vetted_domain::{
 };
 use vetted_store::{ActorKind, RecordedEvent};
 
-use crate::{Projection, ProjectionError, ReadModels, Rows};
+use crate::{ApplicantProjection, Projection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant view projection.
 pub const APPLICANT_VIEW: &str = "applicant_view";
@@ -206,26 +206,18 @@ pub(crate) fn applicant_of(event: &RecordedEvent) -> Option<&str> {
 /// The applicant view projection: row `view/<id>` holds the [`ApplicantFold`].
 pub struct ApplicantViewProjection;
 
-impl Projection for ApplicantViewProjection {
+impl ApplicantProjection for ApplicantViewProjection {
     fn name(&self) -> &'static str {
         APPLICANT_VIEW
     }
 
-    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.apply_decoded(rows, event, None)
-    }
-
-    fn apply_decoded(
+    fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,
         event: &RecordedEvent,
-        decoded: Option<&ApplicantEvent>,
+        id: &str,
+        domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_of(event) else {
-            return Ok(());
-        };
-        let domain_event = decoded_or_decode(event, decoded)?;
-        let domain_event: &ApplicantEvent = &domain_event;
         rows.update_json::<ApplicantFold, _>(view_key(id).as_bytes(), |fold| {
             fold.get_or_insert_with(ApplicantFold::default)
                 .apply_decoded(event, domain_event)

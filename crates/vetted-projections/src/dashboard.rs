@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantStatus, StepType};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decoded_or_decode};
-use crate::{Projection, ProjectionError, ReadModels, Rows};
+use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the dashboard projection.
 pub const DASHBOARD: &str = "dashboard";
@@ -108,26 +107,18 @@ impl DashboardProjection {
     }
 }
 
-impl Projection for DashboardProjection {
+impl ApplicantProjection for DashboardProjection {
     fn name(&self) -> &'static str {
         DASHBOARD
     }
 
-    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.apply_decoded(rows, event, None)
-    }
-
-    fn apply_decoded(
+    fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,
         event: &RecordedEvent,
-        decoded: Option<&ApplicantEvent>,
+        id: &str,
+        domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_of(event) else {
-            return Ok(());
-        };
-        let domain_event = decoded_or_decode(event, decoded)?;
-        let domain_event: &ApplicantEvent = &domain_event;
         let app = event.tenant.as_str();
         let today = day_of(event.recorded_at);
         let tracked_key = format!("ap/{id}");

@@ -108,3 +108,42 @@ pub trait Projection: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A read model of applicant streams: it is handed each applicant event already decoded (once
+/// per batch during a rebuild), and events of other streams only move its checkpoint.
+pub trait ApplicantProjection: Send + Sync + 'static {
+    /// Stable name (see [`Projection::name`]).
+    fn name(&self) -> &'static str;
+
+    /// Folds one event of applicant `id` into the read model.
+    fn apply_applicant(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        id: &str,
+        domain_event: &vetted_domain::ApplicantEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+impl<T: ApplicantProjection> Projection for T {
+    fn name(&self) -> &'static str {
+        ApplicantProjection::name(self)
+    }
+
+    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_decoded(rows, event, None)
+    }
+
+    fn apply_decoded(
+        &self,
+        rows: &mut Rows<'_>,
+        event: &RecordedEvent,
+        decoded: Option<&vetted_domain::ApplicantEvent>,
+    ) -> Result<(), ProjectionError> {
+        let Some(id) = applicant_view::applicant_of(event) else {
+            return Ok(());
+        };
+        let domain_event = applicant_view::decoded_or_decode(event, decoded)?;
+        self.apply_applicant(rows, event, id, &domain_event)
+    }
+}

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
-use crate::applicant_view::{applicant_of, decoded_or_decode};
-use crate::{Projection, ProjectionError, ReadModels, Rows};
+use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the reviewer queue projection.
 pub const REVIEWER_QUEUE: &str = "reviewer_queue";
@@ -84,26 +83,18 @@ fn reviewer_prefix(app: &str, reviewer: &str) -> Vec<u8> {
 /// The reviewer queue projection.
 pub struct ReviewerQueueProjection;
 
-impl Projection for ReviewerQueueProjection {
+impl ApplicantProjection for ReviewerQueueProjection {
     fn name(&self) -> &'static str {
         REVIEWER_QUEUE
     }
 
-    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.apply_decoded(rows, event, None)
-    }
-
-    fn apply_decoded(
+    fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,
         event: &RecordedEvent,
-        decoded: Option<&ApplicantEvent>,
+        id: &str,
+        domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_of(event) else {
-            return Ok(());
-        };
-        let domain_event = decoded_or_decode(event, decoded)?;
-        let domain_event: &ApplicantEvent = &domain_event;
         let key = format!("rq/{id}");
         let change = rows.update_json::<Tracked, _>(key.as_bytes(), |row| {
             if let ApplicantEvent::ApplicantCreated {

@@ -5,8 +5,8 @@ use uuid::Uuid;
 use vetted_domain::{ApplicantEvent, ApplicantId};
 use vetted_store::{ActorKind, RecordedEvent};
 
-use crate::applicant_view::{applicant_of, decode};
-use crate::{Projection, ProjectionError, ReadModels, Rows};
+use crate::applicant_view::decode;
+use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the timeline projection.
 pub const TIMELINE: &str = "timeline";
@@ -107,31 +107,22 @@ pub const CHUNK: u64 = 32;
 /// entries of versions `first..first + CHUNK`, each one JSON object followed by a newline.
 pub struct TimelineProjection;
 
-impl Projection for TimelineProjection {
+impl ApplicantProjection for TimelineProjection {
     fn name(&self) -> &'static str {
         TIMELINE
     }
 
-    fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.apply_decoded(rows, event, None)
-    }
-
-    fn apply_decoded(
+    fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,
         event: &RecordedEvent,
-        decoded: Option<&ApplicantEvent>,
+        id: &str,
+        domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_of(event) else {
-            return Ok(());
-        };
         let mut key = prefix(&event.tenant, id);
         let first = event.stream_version - event.stream_version % CHUNK;
         key.extend_from_slice(&first.to_be_bytes());
-        let entry = match decoded {
-            Some(d) => TimelineEntry::of_decoded(event, d),
-            None => TimelineEntry::of(event)?,
-        };
+        let entry = TimelineEntry::of_decoded(event, domain_event);
         let mut line = serde_json::to_vec(&entry)
             .map_err(|e| ProjectionError::Other(format!("timeline entry not encodable: {e}")))?;
         // serde_json escapes newlines inside strings, so a newline always ends an entry.
