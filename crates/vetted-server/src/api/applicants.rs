@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use vetted_domain::{ApplicantId, Command, DecisionKind, StepOutcome, StepType, WarningId};
 
-use super::extract::{ApiJson, AppState, IfMatch, MaybeJson, RequestMeta, Tenant};
+use super::extract::{ApiJson, AppState, ApplicantCommand, MaybeJson, RequestMeta, Tenant};
 use crate::error::ApiError;
 use crate::service::{CommandOutcome, NewApplicant};
 
@@ -42,7 +42,7 @@ pub(crate) fn with_etag(status: StatusCode, version: u64, body: impl serde::Seri
     response
 }
 
-fn outcome_response(status: StatusCode, outcome: CommandOutcome) -> Response {
+pub(crate) fn outcome_response(status: StatusCode, outcome: CommandOutcome) -> Response {
     let version = outcome.view.version;
     with_etag(status, version, outcome.view)
 }
@@ -157,38 +157,9 @@ pub async fn list(
     Ok(Json(engine.list_applicants(&app.app_key, q).await?))
 }
 
-async fn run(
-    engine: &AppState,
-    app: &vetted_domain::Application,
-    id: &str,
-    if_match: Option<u64>,
-    meta: &crate::service::Meta,
-    command: Command,
-) -> Result<Response, ApiError> {
-    let id = applicant_id(id)?;
-    let outcome = engine
-        .execute(&app.app_key, &id, if_match, meta, command)
-        .await?;
-    Ok(outcome_response(StatusCode::OK, outcome))
-}
-
 /// `POST /v1/applicants/{id}/start`: the applicant began the flow.
-pub async fn start(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
-    Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
-) -> Result<Response, ApiError> {
-    run(
-        &engine,
-        &app,
-        &id,
-        if_match,
-        &meta,
-        Command::StartVerification,
-    )
-    .await
+pub async fn start(cmd: ApplicantCommand, Path(id): Path<String>) -> Result<Response, ApiError> {
+    cmd.run(&id, Command::StartVerification).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,11 +184,8 @@ fn step_type(raw: &str) -> Result<StepType, ApiError> {
 
 /// `POST /v1/applicants/{id}/steps/{step}`: a provider's result for a step.
 pub async fn step_result(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path((id, step)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<StepResult>,
 ) -> Result<Response, ApiError> {
     let step = step_type(&step)?;
@@ -232,7 +200,7 @@ pub async fn step_result(
         attempt: body.attempt,
         reason: body.reason,
     };
-    run(&engine, &app, &id, if_match, &meta, command).await
+    cmd.run(&id, command).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,44 +212,22 @@ pub struct Reason {
 
 /// `POST /v1/applicants/{id}/steps/{step}/deactivate`: move the step's data to history.
 pub async fn deactivate_step(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path((id, step)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     MaybeJson(body): MaybeJson<Reason>,
 ) -> Result<Response, ApiError> {
     let step = step_type(&step)?;
     let reason = body.and_then(|b| b.reason);
-    run(
-        &engine,
-        &app,
-        &id,
-        if_match,
-        &meta,
-        Command::DeactivateStep { step, reason },
-    )
-    .await
+    cmd.run(&id, Command::DeactivateStep { step, reason }).await
 }
 
 /// `POST /v1/applicants/{id}/steps/{step}/reactivate`
 pub async fn reactivate_step(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path((id, step)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
 ) -> Result<Response, ApiError> {
     let step = step_type(&step)?;
-    run(
-        &engine,
-        &app,
-        &id,
-        if_match,
-        &meta,
-        Command::ReactivateStep { step },
-    )
-    .await
+    cmd.run(&id, Command::ReactivateStep { step }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,11 +241,8 @@ pub struct NewWarning {
 
 /// `POST /v1/applicants/{id}/warnings` → 201 with the warning id and the view.
 pub async fn raise_warning(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<NewWarning>,
 ) -> Result<Response, ApiError> {
     if body.code.trim().is_empty() || body.code.len() > 100 {
@@ -307,7 +250,6 @@ pub async fn raise_warning(
             "code must be 1 to 100 characters, e.g. DOCUMENT_EXPIRED",
         ));
     }
-    let applicant = applicant_id(&id)?;
     let warning_id = WarningId(Uuid::now_v7());
     let command = Command::RaiseWarning {
         id: warning_id,
@@ -315,9 +257,7 @@ pub async fn raise_warning(
         message: body.message.clone(),
         step: body.step,
     };
-    let outcome = engine
-        .execute(&app.app_key, &applicant, if_match, &meta, command)
-        .await?;
+    let outcome = cmd.execute(&id, command).await?;
     let version = outcome.view.version;
     let body = json!({
         "id": warning_id.to_string(),
@@ -339,11 +279,8 @@ pub struct Resolution {
 
 /// `POST /v1/applicants/{id}/warnings/{wid}/resolve`
 pub async fn resolve_warning(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path((id, wid)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     MaybeJson(body): MaybeJson<Resolution>,
 ) -> Result<Response, ApiError> {
     let warning = wid
@@ -351,12 +288,8 @@ pub async fn resolve_warning(
         .map(WarningId)
         .map_err(|_| ApiError::not_found(format!("no warning {wid:?}: warning ids are UUIDs")))?;
     let comment = body.and_then(|b| b.comment);
-    run(
-        &engine,
-        &app,
+    cmd.run(
         &id,
-        if_match,
-        &meta,
         Command::ResolveWarning {
             id: warning,
             comment,
@@ -373,11 +306,8 @@ pub struct ReviewerBody {
 
 /// `POST /v1/applicants/{id}/reviewer`
 pub async fn assign_reviewer(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<ReviewerBody>,
 ) -> Result<Response, ApiError> {
     if body.reviewer_id.trim().is_empty() || body.reviewer_id.len() > 128 {
@@ -385,12 +315,8 @@ pub async fn assign_reviewer(
             "reviewerId must be 1 to 128 characters",
         ));
     }
-    run(
-        &engine,
-        &app,
+    cmd.run(
         &id,
-        if_match,
-        &meta,
         Command::AssignReviewer {
             reviewer_id: body.reviewer_id,
         },
@@ -400,21 +326,10 @@ pub async fn assign_reviewer(
 
 /// `DELETE /v1/applicants/{id}/reviewer`
 pub async fn unassign_reviewer(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
 ) -> Result<Response, ApiError> {
-    run(
-        &engine,
-        &app,
-        &id,
-        if_match,
-        &meta,
-        Command::UnassignReviewer,
-    )
-    .await
+    cmd.run(&id, Command::UnassignReviewer).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,11 +346,8 @@ pub struct DecisionBody {
 
 /// `POST /v1/applicants/{id}/decision`: approve or decline (by the assigned reviewer).
 pub async fn decision(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    mut cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(mut meta): RequestMeta,
     ApiJson(body): ApiJson<DecisionBody>,
 ) -> Result<Response, ApiError> {
     let decision = match body.decision.as_str() {
@@ -448,13 +360,13 @@ pub async fn decision(
         }
     };
     let reviewer_id = body.reviewer_id.or_else(|| {
-        (meta.actor.kind == vetted_store::ActorKind::Reviewer)
-            .then(|| meta.actor.id.clone())
+        (cmd.meta.actor.kind == vetted_store::ActorKind::Reviewer)
+            .then(|| cmd.meta.actor.id.clone())
             .flatten()
     });
     if let Some(r) = &reviewer_id {
-        meta.actor.kind = vetted_store::ActorKind::Reviewer;
-        meta.actor.id = Some(r.clone());
+        cmd.meta.actor.kind = vetted_store::ActorKind::Reviewer;
+        cmd.meta.actor.id = Some(r.clone());
     }
     let command = Command::Decide {
         decision,
@@ -462,7 +374,7 @@ pub async fn decision(
         reasons: body.reasons,
         comment: body.comment,
     };
-    run(&engine, &app, &id, if_match, &meta, command).await
+    cmd.run(&id, command).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -475,11 +387,8 @@ pub struct CommentBody {
 
 /// `POST /v1/applicants/{id}/comments`
 pub async fn comment(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<CommentBody>,
 ) -> Result<Response, ApiError> {
     if body.text.trim().is_empty() || body.text.chars().count() > 10_000 {
@@ -490,10 +399,7 @@ pub async fn comment(
         text: body.text,
         author: body.author,
     };
-    let applicant = applicant_id(&id)?;
-    let outcome = engine
-        .execute(&app.app_key, &applicant, if_match, &meta, command)
-        .await?;
+    let outcome = cmd.execute(&id, command).await?;
     Ok(outcome_response(StatusCode::CREATED, outcome))
 }
 
@@ -509,11 +415,8 @@ pub struct FlowBody {
 
 /// `POST /v1/applicants/{id}/flow`: restart, or change to another flow (or flow version).
 pub async fn change_flow(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
     MaybeJson(body): MaybeJson<FlowBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
@@ -521,8 +424,11 @@ pub async fn change_flow(
         None => Command::RestartFlow,
         Some(name) => {
             let flow = match body.flow_version {
-                Some(v) => engine.registry.flow_version(&app.app_key, &name, v)?,
-                None => engine.registry.flow(&app.app_key, &name)?,
+                Some(v) => cmd
+                    .engine
+                    .registry
+                    .flow_version(&cmd.app.app_key, &name, v)?,
+                None => cmd.engine.registry.flow(&cmd.app.app_key, &name)?,
             }
             .ok_or_else(|| {
                 ApiError::validation(format!("no flow named {name:?} in this application"))
@@ -530,34 +436,22 @@ pub async fn change_flow(
             Command::ChangeFlow { flow }
         }
     };
-    run(&engine, &app, &id, if_match, &meta, command).await
+    cmd.run(&id, command).await
 }
 
 /// `DELETE /v1/applicants/{id}`: schedule deletion after a 30-day grace period.
 pub async fn schedule_deletion(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
+    cmd: ApplicantCommand,
     Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
 ) -> Result<Response, ApiError> {
     let command = Command::ScheduleDeletion {
         grace: chrono::Duration::days(30),
     };
-    let applicant = applicant_id(&id)?;
-    let outcome = engine
-        .execute(&app.app_key, &applicant, if_match, &meta, command)
-        .await?;
+    let outcome = cmd.execute(&id, command).await?;
     Ok(outcome_response(StatusCode::ACCEPTED, outcome))
 }
 
 /// `POST /v1/applicants/{id}/restore`: cancel a scheduled deletion.
-pub async fn restore(
-    State(engine): State<AppState>,
-    Tenant(app): Tenant,
-    Path(id): Path<String>,
-    IfMatch(if_match): IfMatch,
-    RequestMeta(meta): RequestMeta,
-) -> Result<Response, ApiError> {
-    run(&engine, &app, &id, if_match, &meta, Command::CancelDeletion).await
+pub async fn restore(cmd: ApplicantCommand, Path(id): Path<String>) -> Result<Response, ApiError> {
+    cmd.run(&id, Command::CancelDeletion).await
 }

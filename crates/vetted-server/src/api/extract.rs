@@ -216,3 +216,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
         }
     }
 }
+
+/// Everything a command on one applicant needs from its request: the engine, the caller's
+/// application, `If-Match` and the actor.
+pub struct ApplicantCommand {
+    pub engine: AppState,
+    pub app: Application,
+    pub if_match: Option<u64>,
+    pub meta: Meta,
+}
+
+impl FromRequestParts<AppState> for ApplicantCommand {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Tenant(app) = Tenant::from_request_parts(parts, state).await?;
+        let IfMatch(if_match) = IfMatch::from_request_parts(parts, state).await?;
+        let RequestMeta(meta) = RequestMeta::from_request_parts(parts, state).await?;
+        Ok(ApplicantCommand {
+            engine: state.clone(),
+            app,
+            if_match,
+            meta,
+        })
+    }
+}
+
+impl ApplicantCommand {
+    /// Runs `command` on applicant `id` (the raw path segment).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: vetted_domain::Command,
+    ) -> Result<crate::service::CommandOutcome, ApiError> {
+        let id = super::applicants::applicant_id(id)?;
+        self.engine
+            .execute(&self.app.app_key, &id, self.if_match, &self.meta, command)
+            .await
+    }
+
+    /// Runs `command` and answers 200 with the view and its `ETag`.
+    pub async fn run(
+        &self,
+        id: &str,
+        command: vetted_domain::Command,
+    ) -> Result<axum::response::Response, ApiError> {
+        let outcome = self.execute(id, command).await?;
+        Ok(super::applicants::outcome_response(StatusCode::OK, outcome))
+    }
+}
