@@ -21,11 +21,7 @@ fn step_passed(attempt: u64) -> NewEvent {
 
 /// Positions 1..=5 are applicant-a versions 0..=4, then 6..=7 are applicant-b.
 async fn audited_log() -> (SledStore, Vec<RecordedEvent>) {
-    let db = sled::Config::new()
-        .temporary(true)
-        .open()
-        .expect("temporary sled db");
-    let store = SledStore::with_db(db).expect("store");
+    let store = SledStore::temporary().expect("store");
     for n in 0..5 {
         store
             .append("applicant-a", ExpectedVersion::Any, vec![step_passed(n)])
@@ -52,12 +48,15 @@ async fn audited_log() -> (SledStore, Vec<RecordedEvent>) {
 }
 
 fn raw(store: &SledStore, position: u64) -> Vec<u8> {
-    store
-        .raw_events_tree()
-        .get(position.to_be_bytes())
-        .expect("get")
-        .expect("stored")
-        .to_vec()
+    store.raw_event(position).expect("read").expect("stored")
+}
+
+/// Rewrites (or removes) the stored bytes of `position` as a forger with disk access would.
+fn tamper(store: &SledStore, position: u64, bytes: Option<&[u8]>) {
+    assert!(
+        store.tamper_event(position, bytes).expect("tamper"),
+        "position {position} is stored"
+    );
 }
 
 #[tokio::test]
@@ -66,10 +65,7 @@ async fn an_edited_face_match_score_is_named_by_the_audit() {
     let stored = String::from_utf8(raw(&store, 3)).expect("json text");
     assert!(stored.contains("\"score\":92"), "{stored}");
     let forged = stored.replace("\"score\":92", "\"score\":99");
-    store
-        .raw_events_tree()
-        .insert(3u64.to_be_bytes(), forged.as_bytes())
-        .expect("tamper");
+    tamper(&store, 3, Some(forged.as_bytes()));
 
     let report = verify(&store).await.expect("verify");
     let mismatch = report.first_mismatch.expect("the edit is found");
@@ -103,10 +99,7 @@ async fn an_edited_face_match_score_is_named_by_the_audit() {
 #[tokio::test]
 async fn a_deleted_event_is_named_by_the_event_after_the_hole() {
     let (store, events) = audited_log().await;
-    store
-        .raw_events_tree()
-        .remove(3u64.to_be_bytes())
-        .expect("tamper");
+    tamper(&store, 3, None);
 
     let mismatch = verify(&store)
         .await
@@ -129,18 +122,17 @@ async fn a_deleted_event_is_named_by_the_event_after_the_hole() {
 async fn a_deleted_event_with_positions_renumbered_still_breaks_its_stream() {
     // A careful forger closes the hole by moving every later event down one position.
     let (store, events) = audited_log().await;
-    let tree = store.raw_events_tree();
     for position in 3..7u64 {
         let mut moved: RecordedEvent =
             serde_json::from_slice(&raw(&store, position + 1)).expect("decode");
         moved.global_position = position;
-        tree.insert(
-            position.to_be_bytes(),
-            serde_json::to_vec(&moved).expect("encode"),
-        )
-        .expect("tamper");
+        tamper(
+            &store,
+            position,
+            Some(&serde_json::to_vec(&moved).expect("encode")),
+        );
     }
-    tree.remove(7u64.to_be_bytes()).expect("tamper");
+    tamper(&store, 7, None);
 
     let mismatch = verify(&store)
         .await
@@ -161,9 +153,8 @@ async fn a_deleted_event_with_positions_renumbered_still_breaks_its_stream() {
 async fn two_swapped_events_are_named_at_the_first_swapped_slot() {
     let (store, events) = audited_log().await;
     let (second, fourth) = (raw(&store, 2), raw(&store, 4));
-    let tree = store.raw_events_tree();
-    tree.insert(2u64.to_be_bytes(), fourth).expect("tamper");
-    tree.insert(4u64.to_be_bytes(), second).expect("tamper");
+    tamper(&store, 2, Some(&fourth));
+    tamper(&store, 4, Some(&second));
 
     let mismatch = verify(&store)
         .await
@@ -186,13 +177,11 @@ async fn a_rewritten_prev_hash_is_named_even_when_the_hash_is_resealed() {
     let mut forged: RecordedEvent = serde_json::from_slice(&raw(&store, 6)).expect("decode");
     forged.payload = serde_json::json!({ "step": "face_match", "score": 100 });
     vetted_store::chain::seal(&mut forged, &"ab".repeat(32));
-    store
-        .raw_events_tree()
-        .insert(
-            6u64.to_be_bytes(),
-            serde_json::to_vec(&forged).expect("encode"),
-        )
-        .expect("tamper");
+    tamper(
+        &store,
+        6,
+        Some(&serde_json::to_vec(&forged).expect("encode")),
+    );
 
     let mismatch = verify(&store)
         .await

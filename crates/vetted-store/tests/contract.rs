@@ -2,11 +2,7 @@
 use vetted_store::{contract, MemoryStore, SledStore};
 
 fn sled() -> SledStore {
-    let db = sled::Config::new()
-        .temporary(true)
-        .open()
-        .expect("temporary sled db");
-    SledStore::with_db(db).expect("sled store")
+    SledStore::temporary().expect("sled store")
 }
 
 macro_rules! contract_cases {

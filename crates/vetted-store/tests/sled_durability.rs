@@ -71,10 +71,15 @@ async fn acknowledged_events_survive_a_reopen_with_their_hashes_and_the_chain_co
     assert_eq!((report.streams, report.events), (2, 8));
 }
 
+/// Every entry of a sled tree, to put it back later.
+fn snapshot(tree: &sled::Tree) -> Vec<(sled::IVec, sled::IVec)> {
+    tree.iter().map(|e| e.expect("entry")).collect()
+}
+
 #[tokio::test]
-async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen() {
+async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let written = {
+    {
         let store = SledStore::open(dir.path()).expect("open");
         store
             .append(
@@ -84,6 +89,14 @@ async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen
             )
             .await
             .expect("append");
+    }
+    // The index as a crash right after this point would leave it: it covers position 1 only.
+    let indexed_before = {
+        let db = sled::open(dir.path()).expect("raw open");
+        snapshot(&db.open_tree("stream_index").expect("tree"))
+    };
+    let written = {
+        let store = SledStore::open(dir.path()).expect("reopen");
         store
             .append(
                 "applicant-a",
@@ -103,24 +116,17 @@ async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen
         store.read_all(1, 100).await.expect("read")
     };
     {
-        // What a crash between the events write and the index writes leaves behind:
-        // the last group's events are stored, its index entries and heads are not.
         let db = sled::open(dir.path()).expect("raw open");
-        let streams = db.open_tree("streams").expect("tree");
-        let heads = db.open_tree("stream_heads").expect("tree");
-        let key =
-            |stream: &str, version: u64| [stream.as_bytes(), &[0], &version.to_be_bytes()].concat();
-        streams.remove(key("applicant-a", 1)).expect("remove");
-        streams.remove(key("applicant-a", 2)).expect("remove");
-        streams.remove(key("applicant-b", 0)).expect("remove");
-        let mut head_a = 0u64.to_be_bytes().to_vec();
-        head_a.extend_from_slice(written[0].hash.as_bytes());
-        heads.insert("applicant-a", head_a).expect("insert");
-        heads.remove("applicant-b").expect("remove");
+        let index = db.open_tree("stream_index").expect("tree");
+        index.clear().expect("clear");
+        for (key, value) in indexed_before {
+            index.insert(key, value).expect("restore");
+        }
         db.flush().expect("flush");
     }
 
-    let store = SledStore::open(dir.path()).expect("reopen");
+    let store = SledStore::open(dir.path()).expect("reopen after the crash");
+    assert_eq!(store.read_all(1, 100).await.expect("read"), written);
     assert_eq!(
         store.stream_version("applicant-a").await.expect("version"),
         Some(2)
@@ -130,12 +136,9 @@ async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen
         Some(0)
     );
     assert_eq!(
-        store
-            .read_stream("applicant-a", 0, 10)
-            .await
-            .expect("read")
-            .len(),
-        3
+        store.read_stream("applicant-a", 0, 10).await.expect("read"),
+        written[..3].to_vec(),
+        "version 0 from the index tree, 1 and 2 read back from the log"
     );
     let next = store
         .append(
@@ -144,87 +147,150 @@ async fn events_written_before_a_crash_cut_off_their_index_are_indexed_on_reopen
             vec![step_passed(3)],
         )
         .await
-        .expect("append");
-    assert_eq!(next.first_position, 5);
+        .expect("the chain continues from the read-back head");
+    assert_eq!((next.first_position, next.stream_version), (5, 3));
+    let refused = store
+        .append(
+            "applicant-b",
+            ExpectedVersion::NoStream,
+            vec![step_passed(1)],
+        )
+        .await;
+    assert!(refused.is_err(), "applicant-b exists: {refused:?}");
     let report = verify(&store).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
+    assert_eq!((report.streams, report.events), (2, 5));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_between_two_stream_heads_of_one_group_is_repaired_on_reopen() {
+#[tokio::test]
+async fn an_event_larger_than_a_log_chunk_is_stored_in_pieces_and_reads_back_whole() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (victim, victim_version) = {
-        let store = std::sync::Arc::new(SledStore::open(dir.path()).expect("open"));
-        // Racing appends share group commits, but the last group can be a lone straggler;
-        // race again (a bounded number of rounds) until the last group holds several streams.
-        let mut last_group = Vec::new();
-        for round in 0..20u64 {
-            let start = std::sync::Arc::new(tokio::sync::Barrier::new(32));
-            let tasks: Vec<_> = (0..32)
-                .map(|w| {
-                    let (store, start) = (store.clone(), start.clone());
-                    tokio::spawn(async move {
-                        start.wait().await;
-                        store
-                            .append(
-                                &format!("applicant-{w}"),
-                                ExpectedVersion::Any,
-                                vec![step_passed(round)],
-                            )
-                            .await
-                            .expect("race")
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
-            }
-            let all = store.read_all(1, 100_000).await.expect("read");
-            let last_time = all.last().expect("events").recorded_at;
-            last_group = all
-                .into_iter()
-                .filter(|e| e.recorded_at == last_time)
-                .collect();
-            if last_group.len() >= 2 {
-                break;
-            }
-        }
-        assert!(
-            last_group.len() >= 2,
-            "32 racing appends share a group commit"
-        );
-        // The first event of the last group loses its index and head; later streams keep theirs.
-        (
-            last_group[0].stream_id.clone(),
-            last_group[0].stream_version,
-        )
+    let mut big = step_passed(0);
+    big.payload = serde_json::json!({ "step": "questionnaire", "answers": "x".repeat(100_000) });
+    let written = {
+        let store = SledStore::open(dir.path()).expect("open");
+        store
+            .append(
+                "applicant-a",
+                ExpectedVersion::NoStream,
+                vec![step_passed(0)],
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                "applicant-a",
+                ExpectedVersion::Exact(0),
+                vec![big, step_passed(2)],
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                "applicant-b",
+                ExpectedVersion::NoStream,
+                vec![step_passed(0)],
+            )
+            .await
+            .expect("append");
+        store.read_all(1, 100).await.expect("read")
     };
+    assert_eq!(written.len(), 4);
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.read_all(1, 100).await.expect("read"), written);
+    assert_eq!(
+        store.read_all(3, 100).await.expect("read"),
+        written[2..].to_vec()
+    );
+    assert_eq!(
+        store.read_stream("applicant-a", 1, 1).await.expect("read"),
+        written[1..2].to_vec()
+    );
+    assert!(verify(&store).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn a_version_1_store_is_converted_on_open_keeping_every_stored_byte() {
+    // Version 1: `events` held one JSON entry per position, `streams` one entry per version.
+    let source = vetted_store::MemoryStore::new();
+    for (stream, n) in [("applicant-a", 3), ("applicant-b", 2), ("applicant-a", 1)] {
+        source
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                (0..n).map(step_passed).collect(),
+            )
+            .await
+            .expect("append");
+    }
+    let events = source.read_all(1, 100).await.expect("read");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stored: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).expect("encode"))
+        .collect();
     {
         let db = sled::open(dir.path()).expect("raw open");
+        let old = db.open_tree("events").expect("tree");
         let streams = db.open_tree("streams").expect("tree");
-        let heads = db.open_tree("stream_heads").expect("tree");
-        streams
-            .remove([victim.as_bytes(), &[0], &victim_version.to_be_bytes()].concat())
-            .expect("remove");
-        heads.remove(victim.as_bytes()).expect("remove");
+        for (event, bytes) in events.iter().zip(&stored) {
+            old.insert(event.global_position.to_be_bytes(), bytes.as_slice())
+                .expect("insert");
+            let key = [
+                event.stream_id.as_bytes(),
+                &[0],
+                &event.stream_version.to_be_bytes(),
+            ]
+            .concat();
+            streams
+                .insert(key, &event.global_position.to_be_bytes())
+                .expect("insert");
+        }
         db.flush().expect("flush");
     }
 
-    let store = SledStore::open(dir.path()).expect("reopen");
+    let store = SledStore::open(dir.path()).expect("open converts");
+    assert_eq!(store.head().await.expect("head"), 6);
+    assert_eq!(store.read_all(1, 100).await.expect("read"), events);
+    for (event, bytes) in events.iter().zip(&stored) {
+        assert_eq!(
+            store
+                .raw_event(event.global_position)
+                .expect("raw")
+                .as_ref(),
+            Some(bytes),
+            "stored bytes kept"
+        );
+    }
     assert_eq!(
-        store.stream_version(&victim).await.expect("version"),
-        Some(victim_version)
+        store
+            .read_stream("applicant-a", 0, 10)
+            .await
+            .expect("read")
+            .len(),
+        4
+    );
+    assert_eq!(
+        store.stream_version("applicant-b").await.expect("version"),
+        Some(1)
     );
     store
         .append(
-            &victim,
-            ExpectedVersion::Exact(victim_version),
+            "applicant-a",
+            ExpectedVersion::Exact(3),
             vec![step_passed(9)],
         )
         .await
-        .expect("append");
+        .expect("the chain continues");
     let report = verify(&store).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
+    let names = store.db().tree_names();
+    for old in ["events", "streams"] {
+        assert!(
+            !names.iter().any(|n| n.as_ref() == old.as_bytes()),
+            "old tree {old} dropped"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

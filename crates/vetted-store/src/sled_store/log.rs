@@ -1,0 +1,777 @@
+//! The event log: append-only segment files beside the sled database, `fdatasync`'d by us.
+//!
+//! Why not a sled tree: every `sled::Db::flush` hands a buffer write to sled's I/O thread pool,
+//! whose queue wakes all of its seven idle threads per job; on two cores those wake-ups, not
+//! the bytes, cost most of an append (profiled: half of the CPU at 64 writers). A group commit
+//! here is one `pwrite` and one `fdatasync` on the flusher thread, and nothing else.
+//!
+//! Layout: directory `events-log/`, files `<first position, 20 digits>.log`. A segment holds
+//! consecutive positions from its first; each event is a frame: big-endian `u32` length, the
+//! big-endian CRC-32 of the bytes, then the event's JSON (the same bytes the hash chain was
+//! computed over when it was sealed, re-decodable, never re-encoded). A segment is closed
+//! once it passes [`SEGMENT_BYTES`] and a new one starts at the next group.
+//!
+//! Lookups: each segment keeps in memory a mark (position, byte offset) at the start of every
+//! group and at least every [`MARK_EVERY_BYTES`], so a read starts at most that many bytes
+//! before what it wants. Marks are rebuilt on open by scanning the segments.
+//!
+//! Crash safety: a group is acknowledged only after its `fdatasync`, so only the tail written
+//! after the last sync can be torn. On open, the last segment is scanned and cut at the first
+//! frame that is short or fails its CRC; the cut bytes are kept in `<segment>.torn-<offset>`
+//! for the operator, never silently dropped. A bad frame inside an older segment is
+//! corruption, reported, not cut.
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::{RecordedEvent, StoreError};
+
+/// A segment is closed once it holds this many bytes.
+pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Segment files grow by zero-filled steps of this size ahead of the data, so most group
+/// commits overwrite blocks that already exist: their `fdatasync` then writes data only, with
+/// no journal commit for a new file size (the way databases preallocate their write-ahead
+/// logs). A zero frame header marks the end of the data.
+pub(crate) const GROW_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes between two marks inside a group.
+pub(crate) const MARK_EVERY_BYTES: u64 = 4096;
+/// Frame header: length and CRC.
+const HEADER: usize = 8;
+/// Largest frame accepted when reading (an event is far smaller: request bodies are ≤ 1 MiB).
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Appends one frame for `event` to `out`.
+pub(crate) fn put_frame(out: &mut Vec<u8>, event: &[u8]) {
+    out.extend_from_slice(&(event.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(event).to_be_bytes());
+    out.extend_from_slice(event);
+}
+
+/// A group's frames, ready for [`EventLog::append`].
+pub(crate) struct GroupFrames {
+    pub first_position: u64,
+    pub count: u64,
+    pub bytes: Vec<u8>,
+    /// Marks relative to the group's start: (position, offset in `bytes`).
+    pub marks: Vec<(u64, u64)>,
+}
+
+impl GroupFrames {
+    pub fn new(first_position: u64) -> Self {
+        GroupFrames {
+            first_position,
+            count: 0,
+            bytes: Vec::with_capacity(64 * 1024),
+            marks: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, event: &[u8]) {
+        let offset = self.bytes.len() as u64;
+        let last_mark = self.marks.last().map(|(_, o)| *o);
+        if last_mark.is_none_or(|m| offset - m >= MARK_EVERY_BYTES) {
+            self.marks.push((self.first_position + self.count, offset));
+        }
+        put_frame(&mut self.bytes, event);
+        self.count += 1;
+    }
+}
+
+/// Where a lookup starts.
+struct Located {
+    segment: u64,
+    file: Arc<File>,
+    path: PathBuf,
+    end: u64,
+    mark_position: u64,
+    mark_offset: u64,
+}
+
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// (position, offset) in ascending order; the first is (first, 0) once it holds a frame.
+    marks: Vec<(u64, u64)>,
+    /// Bytes durable (every read stops here).
+    end: u64,
+    /// The file's length: data, then zeros.
+    allocated: u64,
+    /// First position not in this segment.
+    next: u64,
+}
+
+/// The segment files: read by any thread, appended to by the flusher only.
+pub(crate) struct EventLog {
+    dir: PathBuf,
+    segments: RwLock<Vec<Segment>>,
+}
+
+fn io_error(what: String, e: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        location: format!("{}, byte {offset}", path.display()),
+        reason: reason.into(),
+    }
+}
+
+/// What scanning a segment found.
+struct Scan {
+    marks: Vec<(u64, u64)>,
+    end: u64,
+    next: u64,
+    /// Offset of the first bad frame and why, if any.
+    bad: Option<(u64, String)>,
+}
+
+/// Reads a file from offset 0 with positional reads (the file's cursor is never used, so
+/// scans and appends through shared handles cannot disturb each other).
+struct FromStart<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for FromStart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+fn scan(file: &File, first: u64) -> Result<Scan, std::io::Error> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, FromStart { file, offset: 0 });
+    let mut marks = Vec::new();
+    let (mut offset, mut position) = (0u64, first);
+    let mut last_mark: Option<u64> = None;
+    let mut header = [0u8; HEADER];
+    let mut body = Vec::new();
+    let bad = loop {
+        match read_full(&mut reader, &mut header)? {
+            0 => break None,
+            n if n < HEADER => break Some((offset, "a frame header is cut short".to_string())),
+            _ => {}
+        }
+        if header == [0u8; HEADER] {
+            // The zero-filled room after the data (no event is empty).
+            break None;
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_FRAME {
+            break Some((offset, format!("a frame claims {len} bytes")));
+        }
+        body.resize(len, 0);
+        if read_full(&mut reader, &mut body)? < len {
+            break Some((offset, "a frame is cut short".to_string()));
+        }
+        if crc32fast::hash(&body) != crc {
+            break Some((offset, "a frame fails its CRC".to_string()));
+        }
+        if last_mark.is_none_or(|m| offset - m >= MARK_EVERY_BYTES) {
+            marks.push((position, offset));
+            last_mark = Some(offset);
+        }
+        offset += (HEADER + len) as u64;
+        position += 1;
+    };
+    Ok(Scan {
+        marks,
+        end: offset,
+        next: position,
+        bad,
+    })
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(format!("could not sync directory {}", dir.display()), e))
+}
+
+impl EventLog {
+    /// Opens the segments in `dir` (creating it), cutting a torn tail off the last one.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error(format!("could not create {}", dir.display()), e))?;
+        let mut firsts = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| io_error(format!("could not list {}", dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| io_error(format!("could not list {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
+                continue;
+            };
+            if let Ok(first) = stem.parse::<u64>() {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::new();
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let path = dir.join(segment_name(first));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error(format!("could not open {}", path.display()), e))?;
+            let found = scan(&file, first)
+                .map_err(|e| io_error(format!("could not read {}", path.display()), e))?;
+            if let Some(previous) = segments.last() {
+                if previous.next != first {
+                    return Err(corrupt(
+                        &path,
+                        0,
+                        format!(
+                            "the previous segment ends before position {} but this one starts \
+                             at {first}",
+                            previous.next
+                        ),
+                    ));
+                }
+            }
+            if i + 1 < count {
+                if let Some((offset, reason)) = &found.bad {
+                    return Err(corrupt(&path, *offset, reason.clone()));
+                }
+            } else {
+                settle_tail(
+                    &path,
+                    &file,
+                    found.end,
+                    found.bad.as_ref().map(|b| b.1.as_str()),
+                )?;
+            }
+            let allocated = file
+                .metadata()
+                .map_err(|e| io_error(format!("could not stat {}", path.display()), e))?
+                .len();
+            segments.push(Segment {
+                first,
+                path,
+                file: Arc::new(file),
+                marks: found.marks,
+                end: found.end,
+                allocated,
+                next: found.next,
+            });
+        }
+        Ok(EventLog {
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(segments),
+        })
+    }
+
+    fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Segment>> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last position in the log (0 when empty).
+    pub fn last_position(&self) -> u64 {
+        self.read_segments().last().map_or(0, |s| s.next - 1)
+    }
+
+    /// Writes a group at the end of the log and syncs it. Only the flusher calls this.
+    pub fn append(&self, group: &GroupFrames) -> Result<(), StoreError> {
+        let (file, path, at, allocated) = self.active_for(group.first_position)?;
+        let end = at + group.bytes.len() as u64;
+        let io = |e| io_error(format!("could not write {}", path.display()), e);
+        // Room for this group and the next ones, zero-filled, synced with this group.
+        let grown = if end > allocated {
+            let grown = end.div_ceil(GROW_BYTES) * GROW_BYTES;
+            let zeros = vec![0u8; (grown - end) as usize];
+            file.write_all_at(&zeros, end).map_err(io)?;
+            grown
+        } else {
+            allocated
+        };
+        file.write_all_at(&group.bytes, at).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(active) = segments.last_mut() {
+            active
+                .marks
+                .extend(group.marks.iter().map(|(p, o)| (*p, at + o)));
+            active.end = end;
+            active.allocated = grown;
+            active.next = group.first_position + group.count;
+        }
+        Ok(())
+    }
+
+    /// The segment the next group goes to (a new one when the last is full or none exists):
+    /// its file, path, write offset and allocated length.
+    fn active_for(
+        &self,
+        first_position: u64,
+    ) -> Result<(Arc<File>, PathBuf, u64, u64), StoreError> {
+        {
+            let segments = self.read_segments();
+            if let Some(last) = segments.last() {
+                if last.next != first_position {
+                    return Err(StoreError::Backend(format!(
+                        "the log ends before position {} but a group starts at {first_position}",
+                        last.next
+                    )));
+                }
+                if last.end < SEGMENT_BYTES {
+                    return Ok((
+                        last.file.clone(),
+                        last.path.clone(),
+                        last.end,
+                        last.allocated,
+                    ));
+                }
+                // Closed: its zero-filled room is not needed any more.
+                last.file
+                    .set_len(last.end)
+                    .map_err(|e| io_error(format!("could not trim {}", last.path.display()), e))?;
+            }
+        }
+        let path = self.dir.join(segment_name(first_position));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error(format!("could not create {}", path.display()), e))?;
+        // The new file's name must survive a crash before its first group is acknowledged.
+        sync_dir(&self.dir)?;
+        let file = Arc::new(file);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Segment {
+                first: first_position,
+                path: path.clone(),
+                file: file.clone(),
+                marks: Vec::new(),
+                end: 0,
+                allocated: 0,
+                next: first_position,
+            });
+        Ok((file, path, 0, 0))
+    }
+
+    /// Where to start reading for `position`: its segment (first position, file, path,
+    /// durable end) and the nearest mark at or before it.
+    fn locate(&self, position: u64) -> Option<Located> {
+        let segments = self.read_segments();
+        let i = segments
+            .partition_point(|s| s.first <= position)
+            .checked_sub(1)?;
+        let segment = &segments[i];
+        if position >= segment.next {
+            return None;
+        }
+        let m = segment
+            .marks
+            .partition_point(|(p, _)| *p <= position)
+            .checked_sub(1)?;
+        let (mark_position, mark_offset) = segment.marks[m];
+        Some(Located {
+            segment: segment.first,
+            file: segment.file.clone(),
+            path: segment.path.clone(),
+            end: segment.end,
+            mark_position,
+            mark_offset,
+        })
+    }
+
+    /// Calls `f` with each stored event's position and bytes from `from` on, in order, until
+    /// it returns `false`, `upto` is passed or the log ends.
+    pub fn for_each_from(
+        &self,
+        from: u64,
+        upto: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut position = from.max(1);
+        while position <= upto {
+            let Some(found) = self.locate(position) else {
+                return Ok(());
+            };
+            let (mut at_position, mut offset) = (found.mark_position, found.mark_offset);
+            let end = found.end;
+            let mut window = Window::new(found.file, found.path, end, SCAN_READ);
+            while offset < end && at_position <= upto {
+                let Some(bytes) = window.frame(offset)? else {
+                    break;
+                };
+                let len = bytes.len() as u64;
+                if at_position >= position && !f(at_position, bytes)? {
+                    return Ok(());
+                }
+                offset += HEADER as u64 + len;
+                at_position += 1;
+            }
+            if at_position <= position {
+                // Fewer frames than positions: removed behind the store's back (`verify`
+                // reports what is missing); there is nothing more to read here.
+                return Ok(());
+            }
+            position = at_position;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the bytes of each of `positions` (ascending) that is stored, reading
+    /// neighbouring positions with one read.
+    pub fn for_positions(
+        &self,
+        positions: &[u64],
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Where the last lookup stopped: segment, next position and its offset, and the buffer.
+        let mut cursor: Option<(u64, u64, u64, Window)> = None;
+        for &position in positions {
+            let Some(found) = self.locate(position) else {
+                continue;
+            };
+            let (mut at_position, mut offset, mut window) = match cursor.take() {
+                Some((segment, at, off, window))
+                    if segment == found.segment && at <= position && at >= found.mark_position =>
+                {
+                    (at, off, window)
+                }
+                _ => (
+                    found.mark_position,
+                    found.mark_offset,
+                    Window::new(found.file, found.path, found.end, POINT_READ),
+                ),
+            };
+            while offset < window.end {
+                let Some(bytes) = window.frame(offset)? else {
+                    break;
+                };
+                let len = bytes.len() as u64;
+                let here = at_position;
+                if here == position {
+                    f(here, bytes)?;
+                }
+                offset += HEADER as u64 + len;
+                at_position += 1;
+                if here == position {
+                    break;
+                }
+            }
+            cursor = Some((found.segment, at_position, offset, window));
+        }
+        Ok(())
+    }
+
+    /// The stored bytes of `position`.
+    pub fn bytes_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut found = None;
+        self.for_positions(&[position], |_, bytes| {
+            found = Some(bytes.to_vec());
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Rewrites the frame of `position` (`None` removes it) behind the store's back, as a
+    /// forger with disk access would (recomputing the CRC); for tamper tests.
+    pub fn tamper(&self, position: u64, replacement: Option<&[u8]>) -> Result<bool, StoreError> {
+        let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        let Some(segment) = segments
+            .iter_mut()
+            .find(|s| s.first <= position && position < s.next)
+        else {
+            return Ok(false);
+        };
+        let mut old = Vec::new();
+        let mut window = Window::new(
+            segment.file.clone(),
+            segment.path.clone(),
+            segment.end,
+            SCAN_READ,
+        );
+        let mut offset = 0;
+        while offset < segment.end {
+            let Some(bytes) = window.frame(offset)? else {
+                break;
+            };
+            offset += (HEADER + bytes.len()) as u64;
+            old.push(bytes.to_vec());
+        }
+        let index = (position - segment.first) as usize;
+        match replacement {
+            Some(bytes) => old[index] = bytes.to_vec(),
+            None => {
+                old.remove(index);
+            }
+        }
+        let mut rewritten = Vec::new();
+        for frame in &old {
+            put_frame(&mut rewritten, frame);
+        }
+        let io = |e| io_error(format!("could not rewrite {}", segment.path.display()), e);
+        segment.file.set_len(0).map_err(io)?;
+        segment.file.write_all_at(&rewritten, 0).map_err(io)?;
+        segment.file.sync_data().map_err(io)?;
+        let found = scan(&segment.file, segment.first).map_err(io)?;
+        segment.marks = found.marks;
+        segment.end = found.end;
+        segment.allocated = found.end;
+        // Positions keep what the writer handed out (a removal leaves a hole at the end).
+        Ok(true)
+    }
+}
+
+/// Makes the last segment end exactly where its data ends: bytes after it (a group torn by a
+/// crash, or the zero-filled room) are cut, and any that are not zeros are kept in
+/// `<segment>.torn-<offset>` for the operator first. Later appends then never meet stale bytes.
+fn settle_tail(path: &Path, file: &File, end: u64, bad: Option<&str>) -> Result<(), StoreError> {
+    let len = file
+        .metadata()
+        .map_err(|e| io_error(format!("could not stat {}", path.display()), e))?
+        .len();
+    if len <= end {
+        return Ok(());
+    }
+    let mut tail = vec![0u8; (len - end) as usize];
+    file.read_exact_at(&mut tail, end)
+        .map_err(|e| io_error(format!("could not read {}", path.display()), e))?;
+    let written = tail.len() - tail.iter().rev().take_while(|b| **b == 0).count();
+    if written > 0 {
+        tail.truncate(written);
+        let mut kept = path.as_os_str().to_owned();
+        kept.push(format!(".torn-{end}"));
+        std::fs::write(&kept, &tail).map_err(|e| {
+            io_error(
+                format!("could not keep the torn tail of {}", path.display()),
+                e,
+            )
+        })?;
+        tracing::warn!(
+            segment = %path.display(),
+            offset = end,
+            bytes = tail.len(),
+            reason = bad.unwrap_or("bytes after the end of the data"),
+            kept = %PathBuf::from(&kept).display(),
+            "cut a torn tail off the event log (written after the last acknowledged sync)"
+        );
+    }
+    file.set_len(end)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(format!("could not truncate {}", path.display()), e))
+}
+
+/// Buffered positional reads of one segment.
+struct Window {
+    file: Arc<File>,
+    path: PathBuf,
+    /// File offset of `buf[0]`.
+    start: u64,
+    buf: Vec<u8>,
+    end: u64,
+    /// Bytes read at a time.
+    read_size: usize,
+}
+
+/// Read size for scans in position order.
+const SCAN_READ: usize = 256 * 1024;
+/// Read size for point lookups (a mark is at most [`MARK_EVERY_BYTES`] before any frame).
+const POINT_READ: usize = 16 * 1024;
+
+impl Window {
+    fn new(file: Arc<File>, path: PathBuf, end: u64, read_size: usize) -> Self {
+        Window {
+            file,
+            path,
+            start: 0,
+            buf: Vec::new(),
+            end,
+            read_size,
+        }
+    }
+
+    /// Makes `[offset, offset + len)` available in `buf`.
+    fn fill(&mut self, offset: u64, len: usize) -> Result<bool, StoreError> {
+        if offset + len as u64 > self.end {
+            return Ok(false);
+        }
+        let have =
+            offset >= self.start && offset + len as u64 <= self.start + self.buf.len() as u64;
+        if !have {
+            let want = (len.max(self.read_size) as u64).min(self.end - offset) as usize;
+            self.buf.resize(want, 0);
+            self.file
+                .read_exact_at(&mut self.buf, offset)
+                .map_err(|e| io_error(format!("could not read {}", self.path.display()), e))?;
+            self.start = offset;
+        }
+        Ok(true)
+    }
+
+    /// The checked bytes of the frame at `offset` (`None` past the durable end).
+    fn frame(&mut self, offset: u64) -> Result<Option<&[u8]>, StoreError> {
+        if !self.fill(offset, HEADER)? {
+            return Ok(None);
+        }
+        let at = (offset - self.start) as usize;
+        let header = &self.buf[at..at + HEADER];
+        if header == [0u8; HEADER] {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_FRAME || !self.fill(offset, HEADER + len)? {
+            return Err(corrupt(
+                &self.path,
+                offset,
+                "a frame runs past the end of the log",
+            ));
+        }
+        let at = (offset - self.start) as usize + HEADER;
+        let bytes = &self.buf[at..at + len];
+        if crc32fast::hash(bytes) != crc {
+            return Err(corrupt(&self.path, offset, "a frame fails its CRC"));
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Decodes one stored event.
+pub(crate) fn decode_event(position: u64, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        location: format!("event log, global position {position}"),
+        reason: e.to_string(),
+    })
+}
+
+/// Events with global position in `[from, upto]`, at most `max`, in global order.
+pub(crate) fn read_range(
+    log: &EventLog,
+    from: u64,
+    max: usize,
+    upto: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut out = Vec::with_capacity(max.min(1024));
+    if max == 0 {
+        return Ok(out);
+    }
+    log.for_each_from(from, upto, |position, bytes| {
+        out.push(decode_event(position, bytes)?);
+        Ok(out.len() < max)
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(first: u64, events: &[Vec<u8>]) -> GroupFrames {
+        let mut group = GroupFrames::new(first);
+        for e in events {
+            group.push(e);
+        }
+        group
+    }
+
+    fn all(log: &EventLog) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        log.for_each_from(1, u64::MAX, |p, b| {
+            out.push((p, b.to_vec()));
+            Ok(true)
+        })
+        .expect("read");
+        out
+    }
+
+    #[test]
+    fn groups_read_back_by_position_and_a_torn_tail_is_cut_and_kept_on_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        let events: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| vec![(i % 251) as u8; 100 + i as usize])
+            .collect();
+        {
+            let log = EventLog::open(dir.path()).expect("open");
+            log.append(&group(1, &events[..150])).expect("append");
+            log.append(&group(151, &events[150..])).expect("append");
+            assert_eq!(log.last_position(), 200);
+            assert_eq!(log.bytes_at(77).expect("read"), Some(events[76].clone()));
+            assert_eq!(log.bytes_at(201).expect("read"), None);
+            let mut seen = Vec::new();
+            log.for_each_from(149, 152, |p, _| {
+                seen.push(p);
+                Ok(true)
+            })
+            .expect("read");
+            assert_eq!(seen, vec![149, 150, 151, 152]);
+        }
+        // A crash while writing the next group: part of its bytes reached the file, in the
+        // zero-filled room after the data.
+        let path = dir.path().join(segment_name(1));
+        let len: u64 = events.iter().map(|e| (HEADER + e.len()) as u64).sum();
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), GROW_BYTES);
+        let mut torn = Vec::new();
+        put_frame(&mut torn, &[9u8; 500]);
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&torn[..300], len).expect("write");
+        file.write_all_at(&[7u8; 10], len + 1000).expect("write");
+        drop(file);
+
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_position(), 200);
+        let read: Vec<Vec<u8>> = all(&log).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(read, events);
+        let kept = std::fs::read(format!("{}.torn-{len}", path.display())).expect("kept");
+        let mut expected = torn[..300].to_vec();
+        expected.resize(1000, 0);
+        expected.extend_from_slice(&[7u8; 10]);
+        assert_eq!(kept, expected, "the cut bytes are kept");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), len);
+        log.append(&group(201, &events[..1]))
+            .expect("append after the cut");
+        assert_eq!(log.bytes_at(201).expect("read"), Some(events[0].clone()));
+    }
+
+    #[test]
+    fn a_full_segment_is_followed_by_a_new_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let big = vec![vec![1u8; 1024 * 1024]; 40];
+        log.append(&group(1, &big)).expect("append");
+        log.append(&group(41, &big)).expect("append");
+        log.append(&group(81, &big[..1])).expect("append");
+        let files = std::fs::read_dir(dir.path()).expect("list").count();
+        assert_eq!(files, 2, "the third group starts a second segment");
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_position(), 81);
+        assert_eq!(
+            log.bytes_at(81).expect("read").map(|b| b.len()),
+            Some(1024 * 1024)
+        );
+        assert_eq!(all(&log).len(), 81);
+    }
+}

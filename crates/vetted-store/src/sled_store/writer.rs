@@ -1,0 +1,442 @@
+//! The threads behind appends: the writer (positions, stream heads, sealing, encoding), the
+//! flusher (log writes, `fdatasync`, acknowledgements) and the indexer (stream index runs, in
+//! the background). Plain threads, so their blocking I/O never stalls a tokio worker.
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sled::Tree;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::index::{self, Recent, Run};
+use super::log::{self, EventLog, GroupFrames};
+use crate::sealing::{self, StreamHead};
+use crate::{chain, AppendResult, ExpectedVersion, NewEvent, StoreError};
+
+/// Most events one group commit writes, so a flood of appends still gets acknowledged steadily.
+const MAX_GROUP_EVENTS: usize = 16_384;
+/// Index entries kept in memory before they are handed to the indexer (this also bounds what
+/// an open reads back from the log after a crash).
+const INDEX_EVERY_ENTRIES: usize = 32_768;
+/// ... or after this long, whichever comes first (checked when a group is written).
+const INDEX_EVERY: Duration = Duration::from_secs(1);
+
+pub(crate) struct AppendRequest {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// Runs for the indexer, and the position up to which they cover the log.
+type IndexJob = (Arc<HashMap<String, Run>>, u64);
+
+/// Where the writer threads write: the log files and the stream index tree.
+#[derive(Clone)]
+pub(crate) struct Trees {
+    pub log: Arc<EventLog>,
+    pub index: Tree,
+}
+
+/// Starts the flusher, indexer and writer threads after `last_position`.
+pub(crate) fn spawn(
+    trees: Trees,
+    recent: Recent,
+    last_position: u64,
+    durable: watch::Sender<u64>,
+    queue: mpsc::Receiver<AppendRequest>,
+) -> Result<JoinHandle<()>, StoreError> {
+    let spawn_err = |what: &str, e: std::io::Error| {
+        StoreError::Backend(format!(
+            "could not start the event store {what} thread: {e}"
+        ))
+    };
+    let (flushes, flush_queue) = std_mpsc::channel();
+    let (verdicts, verdict_queue) = std_mpsc::channel();
+    let flusher = Flusher {
+        log: trees.log.clone(),
+        durable,
+    };
+    let flusher = std::thread::Builder::new()
+        .name("vetted-store-flusher".into())
+        .spawn(move || flusher.run(flush_queue, verdicts))
+        .map_err(|e| spawn_err("flusher", e))?;
+    let (to_index, index_queue) = std_mpsc::channel::<IndexJob>();
+    let indexer = {
+        let (tree, recent) = (trees.index.clone(), recent.clone());
+        std::thread::Builder::new()
+            .name("vetted-store-indexer".into())
+            .spawn(move || {
+                for (runs, upto) in index_queue {
+                    match index::write_runs(&tree, &runs, upto) {
+                        Ok(()) => recent.indexed(),
+                        // The runs stay in memory (readers still find them); appends fail at
+                        // their next flush on the same disk.
+                        Err(e) => tracing::error!("writing the stream index failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| spawn_err("indexer", e))?
+    };
+    let writer = Writer {
+        trees,
+        recent,
+        heads: HashMap::new(),
+        next_position: last_position + 1,
+        written_upto: last_position,
+        flushes: Some(flushes),
+        verdicts: verdict_queue,
+        flusher: Some(flusher),
+        to_index: Some(to_index),
+        indexer: Some(indexer),
+        last_indexed: Instant::now(),
+        in_flight: false,
+        failed: None,
+    };
+    std::thread::Builder::new()
+        .name("vetted-store-writer".into())
+        .spawn(move || writer.run(queue))
+        .map_err(|e| spawn_err("writer", e))
+}
+
+/// The writer thread's state: the only place positions are handed out.
+///
+/// Groups are pipelined with the [`Flusher`]: while it writes and syncs group N, the writer
+/// seals group N+1 from the requests that queued meanwhile. N+1 is handed over only after
+/// N's verdict, so at most one group is ever unsynced.
+struct Writer {
+    trees: Trees,
+    recent: Recent,
+    /// Heads of the streams appended to since opening; others are read from disk on first use.
+    /// Sealing updates them before the group is durable (the next group chains on them); a
+    /// group that fails to write stops the store, so they are never used after a failure.
+    heads: HashMap<String, StreamHead>,
+    next_position: u64,
+    /// Last position handed to the flusher (durable once no group is in flight).
+    written_upto: u64,
+    /// `None` only while shutting down, so the flusher sees its queue close.
+    flushes: Option<std_mpsc::Sender<Flush>>,
+    /// The flusher's verdict on each group handed to it, in order.
+    verdicts: std_mpsc::Receiver<Result<(), String>>,
+    flusher: Option<JoinHandle<()>>,
+    to_index: Option<std_mpsc::Sender<IndexJob>>,
+    indexer: Option<JoinHandle<()>>,
+    last_indexed: Instant,
+    /// A group was handed to the flusher and its verdict not read yet.
+    in_flight: bool,
+    /// Set after a failed write: the on-disk state is unknown, so refuse appends until reopened.
+    failed: Option<String>,
+}
+
+/// An append the writer accepted into the current group, waiting for the flush.
+struct Accepted {
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+    result: AppendResult,
+}
+
+/// A group sealed in memory: its frames, index runs and waiting appenders.
+struct Group {
+    recorded_at: DateTime<Utc>,
+    /// The encoded events, framed, from the group's first position.
+    frames: GroupFrames,
+    /// Stream, first version, positions of each accepted append.
+    runs: Vec<(String, u64, Vec<u64>)>,
+    accepted: Vec<Accepted>,
+}
+
+/// A group for the flusher to write, make durable and acknowledge.
+struct Flush {
+    frames: GroupFrames,
+    accepted: Vec<Accepted>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut group = Group {
+                recorded_at: chain::truncate_to_micros(Utc::now()),
+                frames: GroupFrames::new(self.next_position),
+                runs: Vec::new(),
+                accepted: Vec::new(),
+            };
+            self.seal(first, &mut group);
+            self.seal_queued(&mut queue, &mut group);
+            if self.in_flight {
+                self.await_verdict();
+                // Whatever queued while the previous group was flushing joins this one.
+                self.seal_queued(&mut queue, &mut group);
+            }
+            // Nothing is in flight: everything written so far is durable, so the index
+            // entries in memory may go to the tree.
+            if self.recent.open_entries() >= INDEX_EVERY_ENTRIES
+                || self.last_indexed.elapsed() >= INDEX_EVERY
+            {
+                self.hand_to_indexer();
+            }
+            self.write(group);
+        }
+        if self.in_flight {
+            self.await_verdict();
+        }
+        self.close();
+    }
+
+    /// Stops the flusher and indexer, writing every index entry still in memory.
+    fn close(&mut self) {
+        // Closing the flusher's queue ends it; joining it means nothing is left unflushed.
+        self.flushes.take();
+        if let Some(flusher) = self.flusher.take() {
+            if flusher.join().is_err() {
+                tracing::error!("the event store flusher thread panicked");
+            }
+        }
+        self.to_index.take();
+        if let Some(indexer) = self.indexer.take() {
+            if indexer.join().is_err() {
+                tracing::error!("the event store indexer thread panicked");
+            }
+        }
+        if self.failed.is_none() {
+            if let Some(runs) = self.recent.seal() {
+                match index::write_runs(&self.trees.index, &runs, self.written_upto) {
+                    Ok(()) => self.recent.indexed(),
+                    Err(e) => tracing::error!("writing the stream index failed: {e}"),
+                }
+            }
+        }
+    }
+
+    fn hand_to_indexer(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let (Some(runs), Some(to_index)) = (self.recent.seal(), &self.to_index) {
+            self.last_indexed = Instant::now();
+            let _ = to_index.send((runs, self.written_upto));
+        }
+    }
+
+    /// Seals every request already queued, up to [`MAX_GROUP_EVENTS`] in the group.
+    fn seal_queued(&mut self, queue: &mut mpsc::Receiver<AppendRequest>, group: &mut Group) {
+        while (group.frames.count as usize) < MAX_GROUP_EVENTS {
+            match queue.try_recv() {
+                Ok(request) => self.seal(request, group),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn await_verdict(&mut self) {
+        self.in_flight = false;
+        let verdict = self
+            .verdicts
+            .recv()
+            .unwrap_or_else(|_| Err("the event store flusher thread stopped".to_string()));
+        if let Err(reason) = verdict {
+            self.failed.get_or_insert(reason);
+        }
+    }
+
+    /// The head of `stream` as stored (the writer's cache missed).
+    fn stored_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+        let recent = self.recent.runs_of(stream);
+        let Some((version, position)) =
+            index::last_entry(&self.trees.index, &recent, stream, self.written_upto)?
+        else {
+            return Ok(None);
+        };
+        // A stream missing from `heads` was not appended to since opening: its head is on disk.
+        let Some(bytes) = self.trees.log.bytes_at(position)? else {
+            return Err(StoreError::Corrupt {
+                location: format!("event log, global position {position}"),
+                reason: format!(
+                    "stream {stream} indexes this position but no event is stored there"
+                ),
+            });
+        };
+        let event = log::decode_event(position, &bytes)?;
+        if (event.stream_id.as_str(), event.stream_version) != (stream, version) {
+            return Err(StoreError::Corrupt {
+                location: format!("event log, global position {position}"),
+                reason: format!(
+                    "the stream index says {stream} version {version}, the log holds {} version {}",
+                    event.stream_id, event.stream_version
+                ),
+            });
+        }
+        Ok(Some(StreamHead {
+            version: event.stream_version,
+            hash: event.hash,
+        }))
+    }
+
+    /// Checks, stamps, seals and encodes one append into `group`, or answers it at once.
+    fn seal(&mut self, request: AppendRequest, group: &mut Group) {
+        let AppendRequest {
+            stream,
+            expected,
+            events: new_events,
+            reply,
+        } = request;
+        if let Some(reason) = &self.failed {
+            let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
+            return;
+        }
+        if new_events.is_empty() {
+            let _ = reply.send(Err(StoreError::EmptyAppend));
+            return;
+        }
+        if !self.heads.contains_key(&stream) {
+            match self.stored_head(&stream) {
+                Ok(Some(head)) => {
+                    self.heads.insert(stream.clone(), head);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let head = self.heads.get(&stream);
+        if let Err(e) = sealing::check_expected(&stream, expected, head.map(|h| h.version)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let position = self.next_position;
+        let (recorded, new_head) =
+            sealing::seal_append(&stream, head, new_events, position, group.recorded_at);
+        // Each event is encoded once, straight into the bytes the log stores.
+        let encoded: Result<Vec<Vec<u8>>, _> = recorded
+            .iter()
+            .map(|event| {
+                let mut bytes = Vec::with_capacity(512);
+                serde_json::to_writer(&mut bytes, event).map(|()| bytes)
+            })
+            .collect();
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::Backend(format!(
+                    "could not encode an event of stream {stream} ({e}); nothing was written"
+                ))));
+                return;
+            }
+        };
+        let first_version = recorded.first().map_or(0, |e| e.stream_version);
+        for bytes in &encoded {
+            group.frames.push(bytes);
+        }
+        self.next_position = position + recorded.len() as u64;
+        group.runs.push((
+            stream.clone(),
+            first_version,
+            (position..self.next_position).collect(),
+        ));
+        group.accepted.push(Accepted {
+            reply,
+            result: AppendResult {
+                first_position: position,
+                last_position: self.next_position - 1,
+                stream_version: new_head.version,
+            },
+        });
+        self.heads.insert(stream, new_head);
+    }
+
+    /// Records `group`'s index entries and hands it to the flusher.
+    fn write(&mut self, group: Group) {
+        let Group {
+            frames,
+            runs,
+            accepted,
+            ..
+        } = group;
+        if let Some(reason) = &self.failed {
+            for a in accepted {
+                let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        if frames.count == 0 {
+            return;
+        }
+        self.written_upto = frames.first_position + frames.count - 1;
+        // Readers filter by the durable head, so they see these entries only once acknowledged.
+        for (stream, first_version, positions) in &runs {
+            self.recent.add(stream, *first_version, positions);
+        }
+        let handed = self
+            .flushes
+            .as_ref()
+            .map(|flushes| flushes.send(Flush { frames, accepted }));
+        match handed {
+            Some(Ok(())) => self.in_flight = true,
+            Some(Err(std_mpsc::SendError(flush))) => {
+                self.fail(
+                    "the event store flusher thread stopped".into(),
+                    flush.accepted,
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn fail(&mut self, error: String, accepted: Vec<Accepted>) {
+        let reason = format!(
+            "writing to the sled event store failed ({error}); reopen the store after fixing the disk"
+        );
+        tracing::error!("{reason}");
+        for a in accepted {
+            let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+        }
+        self.failed.get_or_insert(reason);
+    }
+}
+
+/// Writes each group to the log, syncs it, publishes the durable head and acknowledges.
+struct Flusher {
+    log: Arc<EventLog>,
+    durable: watch::Sender<u64>,
+}
+
+impl Flusher {
+    fn run(self, queue: std_mpsc::Receiver<Flush>, verdicts: std_mpsc::Sender<Result<(), String>>) {
+        let mut failed: Option<String> = None;
+        for flush in queue {
+            // One write and one fdatasync for the whole group: where concurrent appends share
+            // the cost.
+            let verdict = match &failed {
+                Some(reason) => Err(reason.clone()),
+                None => self.log.append(&flush.frames).map_err(|e| {
+                    format!(
+                        "writing to the event log failed ({e}); reopen the store after fixing \
+                         the disk"
+                    )
+                }),
+            };
+            match &verdict {
+                Ok(()) => {
+                    self.durable
+                        .send_replace(flush.frames.first_position + flush.frames.count - 1);
+                    for a in flush.accepted {
+                        let _ = a.reply.send(Ok(a.result));
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!("{reason}");
+                    for a in flush.accepted {
+                        let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                    }
+                    failed.get_or_insert(reason.clone());
+                }
+            }
+            if verdicts.send(verdict).is_err() {
+                return;
+            }
+        }
+    }
+}
