@@ -2,12 +2,13 @@
 //!
 //! Layout, in the sled database's directory:
 //! - `events-log/` ([`log`]): the events in global order, framed with a CRC, in segment
-//!   files; a group commit is one `pwrite` and one `fdatasync`, and is acknowledged after it;
+//!   files; a group commit is one `pwrite` to a file opened with `O_DSYNC` (durable when it
+//!   returns, like `write` + `fdatasync`), and is acknowledged after it;
 //! - sled tree `stream_index` ([`index`]): per stream, runs of positions by version, written
 //!   in the background many at a time, with a checkpoint; entries past the checkpoint live in
 //!   memory and are read back from the log on open.
 //!
-//! So a durable append costs a share of one write and one sync, and no sled write of its own:
+//! So a durable append costs a share of one synchronous write, and no sled write of its own:
 //! the stream index is derived from the log and checkpointed, like a projection. The read
 //! models live in the same sled database. (Stores written by version 1 — one `events` sled
 //! entry and one `streams` entry per event — are converted on open, keeping every event's

@@ -1,5 +1,5 @@
 //! The threads behind appends: the writer (positions, stream heads, sealing, encoding), the
-//! flusher (log writes, `fdatasync`, acknowledgements) and the indexer (stream index runs, in
+//! flusher (synchronous log writes, acknowledgements) and the indexer (stream index runs, in
 //! the background). Plain threads, so their blocking I/O never stalls a tokio worker.
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
