@@ -603,7 +603,7 @@ struct Window {
 /// Read size for scans in position order.
 const SCAN_READ: usize = 256 * 1024;
 /// Read size for point lookups (a mark is at most [`MARK_EVERY_BYTES`] before any frame).
-const POINT_READ: usize = 16 * 1024;
+const POINT_READ: usize = 8 * 1024;
 
 impl Window {
     fn new(file: Arc<File>, path: PathBuf, end: u64, read_size: usize) -> Self {
