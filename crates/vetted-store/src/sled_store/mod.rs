@@ -227,21 +227,27 @@ fn recover(trees: &Trees, recent: &Recent) -> Result<u64, StoreError> {
             ),
         });
     }
-    let mut from = checkpoint + 1;
-    let mut read_back = 0usize;
-    while from <= last_position {
-        let page = log::read_range(&trees.log, from, 4096, last_position)?;
-        let Some(last) = page.last() else { break };
-        from = last.global_position + 1;
-        read_back += page.len();
-        for event in &page {
-            recent.add(
-                &event.stream_id,
-                event.stream_version,
-                &[event.global_position],
-            );
-        }
+    // Just what the index needs from each event.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Placement<'a> {
+        #[serde(borrow)]
+        stream_id: std::borrow::Cow<'a, str>,
+        stream_version: u64,
     }
+    let mut read_back = 0usize;
+    trees
+        .log
+        .for_each_from(checkpoint + 1, last_position, |position, bytes| {
+            let placement: Placement =
+                serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+                    location: format!("event log, global position {position}"),
+                    reason: e.to_string(),
+                })?;
+            recent.add(&placement.stream_id, placement.stream_version, &[position]);
+            read_back += 1;
+            Ok(true)
+        })?;
     if read_back > 0 {
         tracing::info!(
             events = read_back,
