@@ -1,7 +1,7 @@
 //! The threads behind appends: the writer (positions, stream heads, sealing, encoding), the
 //! flusher (synchronous log writes, acknowledgements) and the indexer (stream index runs, in
 //! the background). Plain threads, so their blocking I/O never stalls a tokio worker.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +12,7 @@ use sled::Tree;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::index::{self, Recent, Run};
-use super::log::{self, EventLog, GroupFrames};
+use super::log::{self, EventLog, GroupFrames, Reservation};
 use crate::sealing::{self, StreamHead};
 use crate::{chain, AppendResult, ExpectedVersion, NewEvent, StoreError};
 
@@ -23,6 +23,13 @@ const MAX_GROUP_EVENTS: usize = 16_384;
 const INDEX_EVERY_ENTRIES: usize = 32_768;
 /// ... or after this long, whichever comes first (checked when a group is written).
 const INDEX_EVERY: Duration = Duration::from_secs(1);
+/// Groups written concurrently. With one, an append that arrives while a group is being
+/// synced waits for that sync and then its own: with 64 writers the groups alternate between
+/// two halves of them and each append waits two syncs. With two, a group starts its sync as
+/// soon as it is sealed; acknowledgements still go out in position order.
+const MAX_IN_FLIGHT: usize = 2;
+/// Most events a group takes while no other group is being written.
+const IDLE_GROUP_EVENTS: usize = 32;
 
 pub(crate) struct AppendRequest {
     pub stream: String,
@@ -54,16 +61,31 @@ pub(crate) fn spawn(
             "could not start the event store {what} thread: {e}"
         ))
     };
-    let (flushes, flush_queue) = std_mpsc::channel();
+    let (flushes, flush_queue) = std_mpsc::channel::<Flush>();
     let (verdicts, verdict_queue) = std_mpsc::channel();
-    let flusher = Flusher {
+    let flush_queue = Arc::new(std::sync::Mutex::new(flush_queue));
+    let sequencer = Arc::new(std::sync::Mutex::new(Sequencer {
+        next: 0,
+        done: BTreeMap::new(),
+        failed: None,
         log: trees.log.clone(),
         durable,
-    };
-    let flusher = std::thread::Builder::new()
-        .name("vetted-store-flusher".into())
-        .spawn(move || flusher.run(flush_queue, verdicts))
-        .map_err(|e| spawn_err("flusher", e))?;
+        verdicts,
+    }));
+    let mut flushers = Vec::new();
+    for n in 0..MAX_IN_FLIGHT {
+        let flusher = Flusher {
+            log: trees.log.clone(),
+            queue: flush_queue.clone(),
+            sequencer: sequencer.clone(),
+        };
+        flushers.push(
+            std::thread::Builder::new()
+                .name(format!("vetted-store-flusher-{n}"))
+                .spawn(move || flusher.run())
+                .map_err(|e| spawn_err("flusher", e))?,
+        );
+    }
     let (to_index, index_queue) = std_mpsc::channel::<IndexJob>();
     let indexer = {
         let (tree, recent) = (trees.index.clone(), recent.clone());
@@ -89,11 +111,12 @@ pub(crate) fn spawn(
         written_upto: last_position,
         flushes: Some(flushes),
         verdicts: verdict_queue,
-        flusher: Some(flusher),
+        flushers,
+        next_seq: 0,
         to_index: Some(to_index),
         indexer: Some(indexer),
         last_indexed: Instant::now(),
-        in_flight: false,
+        in_flight: 0,
         failed: None,
     };
     std::thread::Builder::new()
@@ -104,9 +127,10 @@ pub(crate) fn spawn(
 
 /// The writer thread's state: the only place positions are handed out.
 ///
-/// Groups are pipelined with the [`Flusher`]: while it writes and syncs group N, the writer
-/// seals group N+1 from the requests that queued meanwhile. N+1 is handed over only after
-/// N's verdict, so at most one group is ever unsynced.
+/// Groups are pipelined with the [`Flusher`]s: while they write and sync up to
+/// [`MAX_IN_FLIGHT`] groups, the writer seals the next one from the requests that queued
+/// meanwhile. Groups are acknowledged in position order, and a group after one that failed is
+/// never acknowledged, so an acknowledged position never follows an unwritten one.
 struct Writer {
     trees: Trees,
     recent: Recent,
@@ -119,14 +143,16 @@ struct Writer {
     written_upto: u64,
     /// `None` only while shutting down, so the flusher sees its queue close.
     flushes: Option<std_mpsc::Sender<Flush>>,
-    /// The flusher's verdict on each group handed to it, in order.
+    /// The verdict on each group handed to the flushers, in order.
     verdicts: std_mpsc::Receiver<Result<(), String>>,
-    flusher: Option<JoinHandle<()>>,
+    flushers: Vec<JoinHandle<()>>,
+    /// Sequence number of the next group handed to the flushers.
+    next_seq: u64,
     to_index: Option<std_mpsc::Sender<IndexJob>>,
     indexer: Option<JoinHandle<()>>,
     last_indexed: Instant,
-    /// A group was handed to the flusher and its verdict not read yet.
-    in_flight: bool,
+    /// Groups handed to the flushers whose verdicts are not read yet.
+    in_flight: usize,
     /// Set after a failed write: the on-disk state is unknown, so refuse appends until reopened.
     failed: Option<String>,
 }
@@ -147,9 +173,11 @@ struct Group {
     accepted: Vec<Accepted>,
 }
 
-/// A group for the flusher to write, make durable and acknowledge.
+/// A group for a flusher to write, make durable and acknowledge.
 struct Flush {
+    seq: u64,
     frames: GroupFrames,
+    reservation: Reservation,
     accepted: Vec<Accepted>,
 }
 
@@ -164,21 +192,25 @@ impl Writer {
             };
             self.seal(first, &mut group);
             self.seal_queued(&mut queue, &mut group);
-            if self.in_flight {
+            if self.in_flight >= MAX_IN_FLIGHT {
                 self.await_verdict();
-                // Whatever queued while the previous group was flushing joins this one.
+                // Whatever queued while waiting joins this group.
                 self.seal_queued(&mut queue, &mut group);
             }
-            // Nothing is in flight: everything written so far is durable, so the index
-            // entries in memory may go to the tree.
-            if self.recent.open_entries() >= INDEX_EVERY_ENTRIES
-                || self.last_indexed.elapsed() >= INDEX_EVERY
-            {
+            // The index and a new segment both want everything written so far to be durable.
+            let index_due = self.recent.open_entries() >= INDEX_EVERY_ENTRIES
+                || self.last_indexed.elapsed() >= INDEX_EVERY;
+            if index_due || self.trees.log.rotation_due() {
+                while self.in_flight > 0 {
+                    self.await_verdict();
+                }
+            }
+            if index_due {
                 self.hand_to_indexer();
             }
             self.write(group);
         }
-        if self.in_flight {
+        while self.in_flight > 0 {
             self.await_verdict();
         }
         self.close();
@@ -186,9 +218,9 @@ impl Writer {
 
     /// Stops the flusher and indexer, writing every index entry still in memory.
     fn close(&mut self) {
-        // Closing the flusher's queue ends it; joining it means nothing is left unflushed.
+        // Closing the flushers' queue ends them; joining them means nothing is left unwritten.
         self.flushes.take();
-        if let Some(flusher) = self.flusher.take() {
+        for flusher in self.flushers.drain(..) {
             if flusher.join().is_err() {
                 tracing::error!("the event store flusher thread panicked");
             }
@@ -221,7 +253,14 @@ impl Writer {
 
     /// Seals every request already queued, up to [`MAX_GROUP_EVENTS`] in the group.
     fn seal_queued(&mut self, queue: &mut mpsc::Receiver<AppendRequest>, group: &mut Group) {
-        while (group.frames.count as usize) < MAX_GROUP_EVENTS {
+        // With the disk idle, start it early on part of what queued and seal the rest as the
+        // next group meanwhile, so sealing overlaps with syncing.
+        let cap = if self.in_flight == 0 {
+            IDLE_GROUP_EVENTS
+        } else {
+            MAX_GROUP_EVENTS
+        };
+        while (group.frames.count as usize) < cap {
             match queue.try_recv() {
                 Ok(request) => self.seal(request, group),
                 Err(_) => break,
@@ -230,7 +269,7 @@ impl Writer {
     }
 
     fn await_verdict(&mut self) {
-        self.in_flight = false;
+        self.in_flight = self.in_flight.saturating_sub(1);
         let verdict = self
             .verdicts
             .recv()
@@ -364,20 +403,33 @@ impl Writer {
         if frames.count == 0 {
             return;
         }
+        let reservation = match self.trees.log.reserve(&frames) {
+            Ok(reservation) => reservation,
+            Err(e) => {
+                self.fail(format!("{e}"), accepted);
+                return;
+            }
+        };
         self.written_upto = frames.first_position + frames.count - 1;
         // Readers filter by the durable head, so they see these entries only once acknowledged.
         for (stream, first_version, positions) in &runs {
             self.recent.add(stream, *first_version, positions);
         }
-        let handed = self
-            .flushes
-            .as_ref()
-            .map(|flushes| flushes.send(Flush { frames, accepted }));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let handed = self.flushes.as_ref().map(|flushes| {
+            flushes.send(Flush {
+                seq,
+                frames,
+                reservation,
+                accepted,
+            })
+        });
         match handed {
-            Some(Ok(())) => self.in_flight = true,
+            Some(Ok(())) => self.in_flight += 1,
             Some(Err(std_mpsc::SendError(flush))) => {
                 self.fail(
-                    "the event store flusher thread stopped".into(),
+                    "the event store flusher threads stopped".into(),
                     flush.accepted,
                 );
             }
@@ -397,29 +449,62 @@ impl Writer {
     }
 }
 
-/// Writes each group to the log, syncs it, publishes the durable head and acknowledges.
+/// Writes groups to the log (several at once), then hands each to the [`Sequencer`].
 struct Flusher {
     log: Arc<EventLog>,
-    durable: watch::Sender<u64>,
+    queue: Arc<std::sync::Mutex<std_mpsc::Receiver<Flush>>>,
+    sequencer: Arc<std::sync::Mutex<Sequencer>>,
 }
 
 impl Flusher {
-    fn run(self, queue: std_mpsc::Receiver<Flush>, verdicts: std_mpsc::Sender<Result<(), String>>) {
-        let mut failed: Option<String> = None;
-        for flush in queue {
-            // One write and one fdatasync for the whole group: where concurrent appends share
-            // the cost.
-            let verdict = match &failed {
-                Some(reason) => Err(reason.clone()),
-                None => self.log.append(&flush.frames).map_err(|e| {
+    fn run(self) {
+        loop {
+            let next = self.queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(flush) = next else { return };
+            // The file is opened with O_DSYNC: durable once this returns.
+            let written = self
+                .log
+                .write(&flush.reservation, &flush.frames)
+                .map_err(|e| {
                     format!(
                         "writing to the event log failed ({e}); reopen the store after fixing \
                          the disk"
                     )
-                }),
+                });
+            let mut sequencer = self.sequencer.lock().unwrap_or_else(|e| e.into_inner());
+            sequencer.done.insert(flush.seq, (flush, written));
+            if !sequencer.finish_ready() {
+                return;
+            }
+        }
+    }
+}
+
+/// Finishes written groups in position order: publishes each to readers, advances the durable
+/// head, acknowledges its appends and reports the verdict to the writer.
+struct Sequencer {
+    /// Sequence number of the next group to finish.
+    next: u64,
+    done: BTreeMap<u64, (Flush, Result<(), String>)>,
+    /// Once a group failed, no later group is acknowledged (it may follow a hole).
+    failed: Option<String>,
+    log: Arc<EventLog>,
+    durable: watch::Sender<u64>,
+    verdicts: std_mpsc::Sender<Result<(), String>>,
+}
+
+impl Sequencer {
+    /// Finishes every group whose turn has come; false once the writer is gone.
+    fn finish_ready(&mut self) -> bool {
+        while let Some((flush, written)) = self.done.remove(&self.next) {
+            self.next += 1;
+            let verdict = match &self.failed {
+                Some(reason) => Err(reason.clone()),
+                None => written,
             };
             match &verdict {
                 Ok(()) => {
+                    self.log.publish(&flush.reservation, &flush.frames);
                     self.durable
                         .send_replace(flush.frames.first_position + flush.frames.count - 1);
                     for a in flush.accepted {
@@ -431,12 +516,13 @@ impl Flusher {
                     for a in flush.accepted {
                         let _ = a.reply.send(Err(StoreError::Unavailable(reason.clone())));
                     }
-                    failed.get_or_insert(reason.clone());
+                    self.failed.get_or_insert(reason.clone());
                 }
             }
-            if verdicts.send(verdict).is_err() {
-                return;
+            if self.verdicts.send(verdict).is_err() {
+                return false;
             }
         }
+        true
     }
 }
