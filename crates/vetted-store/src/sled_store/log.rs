@@ -39,8 +39,14 @@ pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub(crate) const GROW_BYTES: u64 = 4 * 1024 * 1024;
 /// Most bytes between two marks inside a group.
 pub(crate) const MARK_EVERY_BYTES: u64 = 4096;
-/// Frame header: length and CRC.
+/// Frame header: length and CRC. A group header has the same shape, with [`GROUP_FLAG`] set
+/// in the length: the length and CRC of all its frames, so a group is read back whole or not
+/// at all (an append of several events is atomic across a crash).
 const HEADER: usize = 8;
+/// Marks a group header's length word (frames are far below 2 GiB).
+const GROUP_FLAG: u32 = 0x8000_0000;
+/// Largest group accepted when reading.
+pub(crate) const MAX_GROUP_BYTES: usize = 256 * 1024 * 1024;
 /// Largest frame accepted when reading (an event is far smaller: request bodies are ≤ 1 MiB).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -55,18 +61,23 @@ pub(crate) fn put_frame(out: &mut Vec<u8>, event: &[u8]) {
 pub(crate) struct GroupFrames {
     pub first_position: u64,
     pub count: u64,
+    /// The group header (kept up to date), then the frames.
     pub bytes: Vec<u8>,
     /// Marks relative to the group's start: (position, offset in `bytes`).
     pub marks: Vec<(u64, u64)>,
+    crc: crc32fast::Hasher,
 }
 
 impl GroupFrames {
     pub fn new(first_position: u64) -> Self {
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        bytes.extend_from_slice(&[0u8; HEADER]);
         GroupFrames {
             first_position,
             count: 0,
-            bytes: Vec::with_capacity(64 * 1024),
+            bytes,
             marks: Vec::new(),
+            crc: crc32fast::Hasher::new(),
         }
     }
 
@@ -77,7 +88,21 @@ impl GroupFrames {
             self.marks.push((self.first_position + self.count, offset));
         }
         put_frame(&mut self.bytes, event);
+        self.crc.update(&self.bytes[offset as usize..]);
         self.count += 1;
+        let body = (self.bytes.len() - HEADER) as u32;
+        self.bytes[..4].copy_from_slice(&(GROUP_FLAG | body).to_be_bytes());
+        self.bytes[4..HEADER].copy_from_slice(&self.crc.clone().finalize().to_be_bytes());
+    }
+
+    /// Bytes of the group as stored.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no event was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
@@ -169,34 +194,71 @@ fn scan(file: &File, first: u64) -> Result<Scan, std::io::Error> {
     let mut last_mark: Option<u64> = None;
     let mut header = [0u8; HEADER];
     let mut body = Vec::new();
-    let bad = loop {
+    let bad = 'groups: loop {
         match read_full(&mut reader, &mut header)? {
             0 => break None,
-            n if n < HEADER => break Some((offset, "a frame header is cut short".to_string())),
+            n if n < HEADER => break Some((offset, "a group header is cut short".to_string())),
             _ => {}
         }
         if header == [0u8; HEADER] {
-            // The zero-filled room after the data (no event is empty).
+            // The room after the data (no group is empty).
             break None;
         }
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let word = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
         let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_FRAME {
-            break Some((offset, format!("a frame claims {len} bytes")));
+        if word & GROUP_FLAG == 0 {
+            break Some((offset, "a frame outside any group".to_string()));
+        }
+        let len = (word & !GROUP_FLAG) as usize;
+        if len > MAX_GROUP_BYTES {
+            break Some((offset, format!("a group claims {len} bytes")));
         }
         body.resize(len, 0);
         if read_full(&mut reader, &mut body)? < len {
-            break Some((offset, "a frame is cut short".to_string()));
+            break Some((offset, "a group is cut short".to_string()));
         }
         if crc32fast::hash(&body) != crc {
-            break Some((offset, "a frame fails its CRC".to_string()));
+            break Some((offset, "a group fails its CRC".to_string()));
         }
-        if last_mark.is_none_or(|m| offset - m >= MARK_EVERY_BYTES) {
-            marks.push((position, offset));
-            last_mark = Some(offset);
+        // The group is whole: index its frames.
+        let mut at = 0usize;
+        let mut group_position = position;
+        let mut group_marks = Vec::new();
+        let mut group_last_mark = last_mark;
+        while at < len {
+            let frame_offset = offset + (HEADER + at) as u64;
+            let Some(frame_header) = body.get(at..at + HEADER) else {
+                break 'groups Some((offset, "a frame header runs past its group".to_string()));
+            };
+            let flen = u32::from_be_bytes([
+                frame_header[0],
+                frame_header[1],
+                frame_header[2],
+                frame_header[3],
+            ]) as usize;
+            let fcrc = u32::from_be_bytes([
+                frame_header[4],
+                frame_header[5],
+                frame_header[6],
+                frame_header[7],
+            ]);
+            let Some(frame) = body.get(at + HEADER..at + HEADER + flen) else {
+                break 'groups Some((offset, "a frame runs past its group".to_string()));
+            };
+            if flen == 0 || crc32fast::hash(frame) != fcrc {
+                break 'groups Some((offset, "a frame fails its CRC".to_string()));
+            }
+            if group_last_mark.is_none_or(|m| frame_offset - m >= MARK_EVERY_BYTES) {
+                group_marks.push((group_position, frame_offset));
+                group_last_mark = Some(frame_offset);
+            }
+            at += HEADER + flen;
+            group_position += 1;
         }
+        marks.extend(group_marks);
+        last_mark = group_last_mark;
+        position = group_position;
         offset += (HEADER + len) as u64;
-        position += 1;
     };
     Ok(Scan {
         marks,
@@ -462,14 +524,13 @@ impl EventLog {
             let end = found.end;
             let mut window = Window::new(found.file, found.path, end, SCAN_READ);
             while offset < end && at_position <= upto {
-                let Some(bytes) = window.frame(offset)? else {
+                let Some((bytes, next)) = window.frame(offset)? else {
                     break;
                 };
-                let len = bytes.len() as u64;
                 if at_position >= position && !f(at_position, bytes)? {
                     return Ok(());
                 }
-                offset += HEADER as u64 + len;
+                offset = next;
                 at_position += 1;
             }
             if at_position <= position {
@@ -508,15 +569,14 @@ impl EventLog {
                 ),
             };
             while offset < window.end {
-                let Some(bytes) = window.frame(offset)? else {
+                let Some((bytes, next)) = window.frame(offset)? else {
                     break;
                 };
-                let len = bytes.len() as u64;
                 let here = at_position;
                 if here == position {
                     f(here, bytes)?;
                 }
-                offset += HEADER as u64 + len;
+                offset = next;
                 at_position += 1;
                 if here == position {
                     break;
@@ -556,10 +616,10 @@ impl EventLog {
         );
         let mut offset = 0;
         while offset < segment.end {
-            let Some(bytes) = window.frame(offset)? else {
+            let Some((bytes, next)) = window.frame(offset)? else {
                 break;
             };
-            offset += (HEADER + bytes.len()) as u64;
+            offset = next;
             old.push(bytes.to_vec());
         }
         let index = (position - segment.first) as usize;
@@ -569,9 +629,12 @@ impl EventLog {
                 old.remove(index);
             }
         }
+        // Each event becomes a group of its own (a forger would rewrite group checksums too).
         let mut rewritten = Vec::new();
-        for frame in &old {
-            put_frame(&mut rewritten, frame);
+        for (n, frame) in old.iter().enumerate() {
+            let mut group = GroupFrames::new(segment.first + n as u64);
+            group.push(frame);
+            rewritten.extend_from_slice(&group.bytes);
         }
         let io = |e| io_error(format!("could not rewrite {}", segment.path.display()), e);
         segment.file.set_len(0).map_err(io)?;
@@ -673,31 +736,41 @@ impl Window {
         Ok(true)
     }
 
-    /// The checked bytes of the frame at `offset` (`None` past the durable end).
-    fn frame(&mut self, offset: u64) -> Result<Option<&[u8]>, StoreError> {
-        if !self.fill(offset, HEADER)? {
-            return Ok(None);
+    /// The checked bytes of the frame at `offset` (skipping a group header there) and the
+    /// offset after it; `None` past the durable end.
+    fn frame(&mut self, mut offset: u64) -> Result<Option<(&[u8], u64)>, StoreError> {
+        for _ in 0..2 {
+            if !self.fill(offset, HEADER)? {
+                return Ok(None);
+            }
+            let at = (offset - self.start) as usize;
+            let header = &self.buf[at..at + HEADER];
+            if header == [0u8; HEADER] {
+                return Ok(None);
+            }
+            let word = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            if word & GROUP_FLAG != 0 {
+                // A group starts here; its first frame follows the header.
+                offset += HEADER as u64;
+                continue;
+            }
+            let len = word as usize;
+            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MAX_FRAME || !self.fill(offset, HEADER + len)? {
+                return Err(corrupt(
+                    &self.path,
+                    offset,
+                    "a frame runs past the end of the log",
+                ));
+            }
+            let at = (offset - self.start) as usize + HEADER;
+            let bytes = &self.buf[at..at + len];
+            if crc32fast::hash(bytes) != crc {
+                return Err(corrupt(&self.path, offset, "a frame fails its CRC"));
+            }
+            return Ok(Some((bytes, offset + (HEADER + len) as u64)));
         }
-        let at = (offset - self.start) as usize;
-        let header = &self.buf[at..at + HEADER];
-        if header == [0u8; HEADER] {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_FRAME || !self.fill(offset, HEADER + len)? {
-            return Err(corrupt(
-                &self.path,
-                offset,
-                "a frame runs past the end of the log",
-            ));
-        }
-        let at = (offset - self.start) as usize + HEADER;
-        let bytes = &self.buf[at..at + len];
-        if crc32fast::hash(bytes) != crc {
-            return Err(corrupt(&self.path, offset, "a frame fails its CRC"));
-        }
-        Ok(Some(bytes))
+        Err(corrupt(&self.path, offset, "two group headers in a row"))
     }
 }
 
@@ -773,7 +846,12 @@ mod tests {
         // A crash while writing the next group: part of its bytes reached the file, in the
         // zero-filled room after the data.
         let path = dir.path().join(segment_name(1));
-        let len: u64 = events.iter().map(|e| (HEADER + e.len()) as u64).sum();
+        // Two groups: two group headers, then one frame header per event.
+        let len: u64 = 2 * HEADER as u64
+            + events
+                .iter()
+                .map(|e| (HEADER + e.len()) as u64)
+                .sum::<u64>();
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), GROW_BYTES);
         let mut torn = Vec::new();
         put_frame(&mut torn, &[9u8; 500]);
@@ -795,6 +873,40 @@ mod tests {
         log.append(&group(201, &events[..1]))
             .expect("append after the cut");
         assert_eq!(log.bytes_at(201).expect("read"), Some(events[0].clone()));
+    }
+
+    #[test]
+    fn a_group_cut_short_by_a_crash_is_cut_whole_so_a_multi_event_append_stays_atomic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(segment_name(1));
+        let first = group(1, &[vec![1u8; 50]]);
+        let second = group(2, &[vec![2u8; 50], vec![3u8; 50], vec![4u8; 50]]);
+        {
+            let log = EventLog::open(dir.path()).expect("open");
+            log.append(&first).expect("append");
+        }
+        // The crash: the next group's header and first two frames reached the disk, not the
+        // third. Every frame that did is whole and passes its own CRC.
+        let cut = second.len() - (HEADER + 50);
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&second.bytes[..cut], first.len() as u64)
+            .expect("write");
+        drop(file);
+
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(
+            log.last_position(),
+            1,
+            "none of the torn group's events is kept"
+        );
+        assert_eq!(all(&log).len(), 1);
+        assert!(
+            std::fs::metadata(format!("{}.torn-{}", path.display(), first.len())).is_ok(),
+            "its bytes are kept aside"
+        );
+        log.append(&group(2, &[vec![5u8; 10]]))
+            .expect("append after the cut");
+        assert_eq!(log.bytes_at(2).expect("read"), Some(vec![5u8; 10]));
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub(crate) fn from_v1(
                 }),
             }
         }
-        if batch.count > 0 {
+        if !batch.is_empty() {
             log.append(&batch)?;
         }
         index::write_all_runs(index_tree, &runs, last)?;

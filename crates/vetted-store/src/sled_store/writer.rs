@@ -28,6 +28,9 @@ const INDEX_EVERY: Duration = Duration::from_secs(1);
 /// two halves of them and each append waits two syncs. With two, a group starts its sync as
 /// soon as it is sealed; acknowledgements still go out in position order.
 const MAX_IN_FLIGHT: usize = 2;
+/// Most bytes a group takes before it is closed (one append may add more, within the log's
+/// limit on a group).
+const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 /// Most events a group takes while no other group is being written.
 const IDLE_GROUP_EVENTS: usize = 32;
 
@@ -61,7 +64,7 @@ pub(crate) fn spawn(
             "could not start the event store {what} thread: {e}"
         ))
     };
-    let (flushes, flush_queue) = std_mpsc::channel::<Flush>();
+    let (flushes, flush_queue) = std_mpsc::channel::<Box<Flush>>();
     let (verdicts, verdict_queue) = std_mpsc::channel();
     let flush_queue = Arc::new(std::sync::Mutex::new(flush_queue));
     let sequencer = Arc::new(std::sync::Mutex::new(Sequencer {
@@ -142,7 +145,7 @@ struct Writer {
     /// Last position handed to the flusher (durable once no group is in flight).
     written_upto: u64,
     /// `None` only while shutting down, so the flusher sees its queue close.
-    flushes: Option<std_mpsc::Sender<Flush>>,
+    flushes: Option<std_mpsc::Sender<Box<Flush>>>,
     /// The verdict on each group handed to the flushers, in order.
     verdicts: std_mpsc::Receiver<Result<(), String>>,
     flushers: Vec<JoinHandle<()>>,
@@ -260,7 +263,7 @@ impl Writer {
         } else {
             MAX_GROUP_EVENTS
         };
-        while (group.frames.count as usize) < cap {
+        while (group.frames.count as usize) < cap && group.frames.len() < MAX_GROUP_BYTES {
             match queue.try_recv() {
                 Ok(request) => self.seal(request, group),
                 Err(_) => break,
@@ -400,7 +403,7 @@ impl Writer {
             }
             return;
         }
-        if frames.count == 0 {
+        if frames.is_empty() {
             return;
         }
         let reservation = match self.trees.log.reserve(&frames) {
@@ -418,12 +421,12 @@ impl Writer {
         let seq = self.next_seq;
         self.next_seq += 1;
         let handed = self.flushes.as_ref().map(|flushes| {
-            flushes.send(Flush {
+            flushes.send(Box::new(Flush {
                 seq,
                 frames,
                 reservation,
                 accepted,
-            })
+            }))
         });
         match handed {
             Some(Ok(())) => self.in_flight += 1,
@@ -452,7 +455,7 @@ impl Writer {
 /// Writes groups to the log (several at once), then hands each to the [`Sequencer`].
 struct Flusher {
     log: Arc<EventLog>,
-    queue: Arc<std::sync::Mutex<std_mpsc::Receiver<Flush>>>,
+    queue: Arc<std::sync::Mutex<std_mpsc::Receiver<Box<Flush>>>>,
     sequencer: Arc<std::sync::Mutex<Sequencer>>,
 }
 
@@ -485,7 +488,7 @@ impl Flusher {
 struct Sequencer {
     /// Sequence number of the next group to finish.
     next: u64,
-    done: BTreeMap<u64, (Flush, Result<(), String>)>,
+    done: BTreeMap<u64, (Box<Flush>, Result<(), String>)>,
     /// Once a group failed, no later group is acknowledged (it may follow a hole).
     failed: Option<String>,
     log: Arc<EventLog>,
