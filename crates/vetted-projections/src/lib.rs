@@ -9,6 +9,7 @@
 
 pub mod applicant_list;
 pub mod applicant_view;
+mod codec;
 pub mod dashboard;
 mod digest;
 mod generation;
