@@ -9,6 +9,7 @@
 //! optional value is a presence byte (or, for strings, length + 1, 0 meaning absent).
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use vetted_domain::ApplicantStatus;
 
 use crate::ProjectionError;
 
@@ -19,6 +20,10 @@ impl Writer<'_> {
     pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
+    }
+
+    pub(crate) fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(v as u8)
     }
 
     pub(crate) fn varint(&mut self, mut v: u64) -> &mut Self {
@@ -61,6 +66,19 @@ impl Writer<'_> {
     pub(crate) fn time(&mut self, t: &DateTime<Utc>) -> &mut Self {
         self.svarint(t.timestamp())
             .varint(u64::from(t.timestamp_subsec_nanos()))
+    }
+
+    /// A status, as its index in `ApplicantStatus::ALL`.
+    pub(crate) fn status(&mut self, status: ApplicantStatus) -> &mut Self {
+        let i = ApplicantStatus::ALL.iter().position(|s| *s == status);
+        self.u8(i.map_or(u8::MAX, |i| i as u8))
+    }
+
+    pub(crate) fn opt_time(&mut self, t: Option<&DateTime<Utc>>) -> &mut Self {
+        match t {
+            None => self.u8(0),
+            Some(t) => self.u8(1).time(t),
+        }
     }
 }
 
@@ -114,6 +132,14 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u8(&mut self) -> Result<u8, ProjectionError> {
         Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn bool(&mut self) -> Result<bool, ProjectionError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(self.error(format_args!("{b} is not a boolean"))),
+        }
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64, ProjectionError> {
@@ -171,6 +197,21 @@ impl<'a> Reader<'a> {
         DateTime::from_timestamp(secs, nanos)
             .ok_or_else(|| self.error(format_args!("{secs}.{nanos} is not a moment")))
     }
+
+    pub(crate) fn status(&mut self) -> Result<ApplicantStatus, ProjectionError> {
+        let i = self.u8()?;
+        ApplicantStatus::ALL
+            .get(usize::from(i))
+            .copied()
+            .ok_or_else(|| self.error(format_args!("unknown status {i}")))
+    }
+
+    pub(crate) fn opt_time(&mut self) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        match self.bool()? {
+            false => Ok(None),
+            true => self.time().map(Some),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +226,7 @@ mod tests {
         let mut row = Vec::new();
         Writer(&mut row)
             .u8(7)
+            .bool(true)
             .varint(u64::MAX)
             .svarint(-5)
             .svarint(i64::MIN)
@@ -193,9 +235,13 @@ mod tests {
             .opt_str(Some(""))
             .uuid(&id)
             .time(&t)
-            .time(&before_1970);
+            .time(&before_1970)
+            .opt_time(None)
+            .opt_time(Some(&t))
+            .status(ApplicantStatus::Approved);
         let mut r = Reader::new(b"k", &row);
         r.tag(7).unwrap();
+        assert!(r.bool().unwrap());
         assert_eq!(r.varint().unwrap(), u64::MAX);
         assert_eq!(r.svarint().unwrap(), -5);
         assert_eq!(r.svarint().unwrap(), i64::MIN);
@@ -205,6 +251,9 @@ mod tests {
         assert_eq!(r.uuid().unwrap(), id);
         assert_eq!(r.time().unwrap(), t);
         assert_eq!(r.time().unwrap(), before_1970);
+        assert_eq!(r.opt_time().unwrap(), None);
+        assert_eq!(r.opt_time().unwrap(), Some(t));
+        assert_eq!(r.status().unwrap(), ApplicantStatus::Approved);
         assert!(r.is_done());
 
         let mut short = Reader::new(b"k", &row[..row.len() - 3]);

@@ -22,20 +22,49 @@ pub struct Rows<'a> {
     tree_empty: bool,
 }
 
-/// A decoded row waiting to be encoded at commit.
+/// A decoded row waiting to be encoded at commit (`None`: the row is removed).
 trait TypedRow: Send {
-    fn encode(&self) -> Result<Vec<u8>, ProjectionError>;
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-impl<T: Serialize + Send + 'static> TypedRow for T {
-    fn encode(&self) -> Result<Vec<u8>, ProjectionError> {
-        serde_json::to_vec(self)
-            .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
+/// Encodes a decoded row.
+type Encode<T> = fn(&T) -> Result<Vec<u8>, ProjectionError>;
+
+/// Decodes the row stored under a key.
+type Decode<T> = fn(&[u8], &[u8]) -> Result<T, ProjectionError>;
+
+/// A decoded row and how to encode it.
+struct Typed<T> {
+    value: Option<T>,
+    encode: Encode<T>,
+}
+
+impl<T: Send + 'static> TypedRow for Typed<T> {
+    fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError> {
+        self.value.as_ref().map(self.encode).transpose()
     }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// A row's own compact encoding (see `crate::codec`), for rows only this crate reads.
+pub(crate) trait RowCodec: Sized + Send + 'static {
+    fn encode_row(&self) -> Vec<u8>;
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError>;
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
+    serde_json::to_vec(value)
+        .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
+}
+
+fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+    serde_json::from_slice(bytes).map_err(|e| ProjectionError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl<'a> Rows<'a> {
@@ -84,35 +113,49 @@ impl<'a> Rows<'a> {
     where
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        let mut slot: Option<T> = match self.typed.remove(key) {
-            Some(row) => match row.into_any().downcast::<T>() {
-                Ok(value) => Some(*value),
-                Err(_) => {
-                    return Err(ProjectionError::Decode {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: "row updated as two different types in one batch".into(),
-                    })
-                }
-            },
-            None => self.get_json(key)?,
-        };
-        let existed = slot.is_some();
-        let out = f(&mut slot);
-        match slot {
-            Some(v) => {
-                self.pending.remove(key);
-                self.typed.insert(key.to_vec(), Box::new(v));
-            }
-            None if existed => self.remove(key.to_vec()),
-            None => {}
+        self.update_with(key, decode_json::<T>, encode_json::<T>, f)
+    }
+
+    /// Like [`Rows::update_json`] for a row in its own compact encoding.
+    pub(crate) fn update_row<T: RowCodec, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        self.update_with(key, T::decode_row, |v: &T| Ok(v.encode_row()), f)
+    }
+
+    fn update_with<T: Send + 'static, R>(
+        &mut self,
+        key: &[u8],
+        decode: Decode<T>,
+        encode: Encode<T>,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        if !self.typed.contains_key(key) {
+            let value = match self.get(key)? {
+                Some(bytes) => Some(decode(key, &bytes)?),
+                None => None,
+            };
+            self.pending.remove(key);
+            self.typed
+                .insert(key.to_vec(), Box::new(Typed { value, encode }));
         }
-        Ok(out)
+        let typed = self
+            .typed
+            .get_mut(key)
+            .and_then(|row| row.as_any_mut().downcast_mut::<Typed<T>>())
+            .ok_or_else(|| ProjectionError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "row updated as two different types in one batch".into(),
+            })?;
+        Ok(f(&mut typed.value))
     }
 
     /// The current value of `key`, pending changes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
         if let Some(row) = self.typed.get(key) {
-            return row.encode().map(Some);
+            return row.encode();
         }
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
@@ -127,14 +170,7 @@ impl<'a> Rows<'a> {
     pub fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| ProjectionError::Decode {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(bytes) => decode_json(key, &bytes).map(Some),
         }
     }
 
@@ -151,8 +187,7 @@ impl<'a> Rows<'a> {
         key: impl Into<Vec<u8>>,
         value: &T,
     ) -> Result<(), ProjectionError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| ProjectionError::Other(e.to_string()))?;
-        self.put(key, bytes);
+        self.put(key, encode_json(value)?);
         Ok(())
     }
 
@@ -192,7 +227,7 @@ impl<'a> Rows<'a> {
         let mut batch = sled::Batch::default();
         let mut pending = self.pending;
         for (k, row) in self.typed {
-            pending.insert(k, Some(row.encode()?));
+            pending.insert(k, row.encode()?);
         }
         for (k, v) in pending {
             match v {
