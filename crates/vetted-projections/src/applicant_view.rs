@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use vetted_domain::{
     evolve, AppKey, Applicant, ApplicantEvent, ApplicantId, ApplicantStatus, Comment, Decision,
-    StepState, Warning,
+    Flow, StepState, Warning,
 };
 use vetted_store::{ActorKind, RecordedEvent};
 
+use crate::codec::{Reader, Writer};
+use crate::rows::RowCodec;
 use crate::{ApplicantProjection, Projection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant view projection.
@@ -203,7 +206,143 @@ pub(crate) fn applicant_of(event: &RecordedEvent) -> Option<&str> {
     event.stream_id.strip_prefix("applicant-")
 }
 
-/// The applicant view projection: row `view/<id>` holds the [`ApplicantFold`].
+/// Key of the row holding a flow definition: `flow/<first 16 bytes of the SHA-256 of its
+/// JSON, in hex>`. Content-addressed, so two flows never share a row and every applicant
+/// pinned to the same flow definition shares one.
+fn flow_key(flow_json: &[u8]) -> String {
+    let digest = Sha256::digest(flow_json);
+    format!("flow/{}", hex::encode(&digest[..16]))
+}
+
+/// Layout tag of a view row.
+const VIEW_TAG: u8 = 5;
+
+/// The `view/<id>` row: the [`ApplicantFold`] without its flow, and the key of the `flow/`
+/// row holding that flow. Every applicant of a flow embedded the same few hundred bytes (or
+/// KB) of flow definition in its row; now the flow is written once. Layout: tag byte 5, the
+/// flow row's key (optional string, `crate::codec`), then the fold as JSON with no `flow`.
+#[derive(Default)]
+struct ViewRow {
+    /// The fold; its flow is `None` when read back from the tree until the caller loads it.
+    fold: ApplicantFold,
+    /// Key of the flow's row.
+    flow_key: Option<String>,
+}
+
+/// The applicant's fields but its flow, borrowed: the JSON of a view row.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredApplicant<'a> {
+    id: &'a Option<ApplicantId>,
+    app_key: &'a Option<AppKey>,
+    external_user_id: &'a str,
+    email: &'a Option<String>,
+    phone: &'a Option<String>,
+    lang: &'a Option<String>,
+    status: ApplicantStatus,
+    verification_started: bool,
+    steps: &'a [StepState],
+    history: &'a [StepState],
+    warnings: &'a [Warning],
+    reviewer: &'a Option<String>,
+    decision: &'a Option<Decision>,
+    comments: &'a [Comment],
+    deletion_scheduled: &'a Option<DateTime<Utc>>,
+    version: &'a Option<u64>,
+}
+
+impl<'a> StoredApplicant<'a> {
+    fn of(a: &'a Applicant) -> Self {
+        // Exhaustive on purpose: a field added to `Applicant` must be added here too.
+        let Applicant {
+            id,
+            app_key,
+            external_user_id,
+            email,
+            phone,
+            lang,
+            status,
+            verification_started,
+            flow: _,
+            steps,
+            history,
+            warnings,
+            reviewer,
+            decision,
+            comments,
+            deletion_scheduled,
+            version,
+        } = a;
+        StoredApplicant {
+            id,
+            app_key,
+            external_user_id,
+            email,
+            phone,
+            lang,
+            status: *status,
+            verification_started: *verification_started,
+            steps,
+            history,
+            warnings,
+            reviewer,
+            decision,
+            comments,
+            deletion_scheduled,
+            version,
+        }
+    }
+}
+
+/// [`ApplicantFold`] without the flow, borrowed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredFold<'a> {
+    applicant: StoredApplicant<'a>,
+    created_at: &'a Option<DateTime<Utc>>,
+    updated_at: &'a Option<DateTime<Utc>>,
+    device: &'a Option<Device>,
+}
+
+impl RowCodec for ViewRow {
+    fn encode_row(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2048);
+        Writer(&mut out)
+            .u8(VIEW_TAG)
+            .opt_str(self.flow_key.as_deref());
+        let f = &self.fold;
+        let stored = StoredFold {
+            applicant: StoredApplicant::of(&f.applicant),
+            created_at: &f.created_at,
+            updated_at: &f.updated_at,
+            device: &f.device,
+        };
+        // Plain data with string keys: serializing it to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &stored);
+        out
+    }
+
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
+        let mut r = Reader::new(key, bytes);
+        r.tag(VIEW_TAG)?;
+        let flow_key = r.opt_string()?;
+        let json = &bytes[bytes.len() - r.remaining()..];
+        // The JSON has no `flow`: serde reads the missing `Option` as `None`.
+        let fold = serde_json::from_slice(json).map_err(|e| r.error(e))?;
+        Ok(ViewRow { fold, flow_key })
+    }
+}
+
+/// Reads the flow row `key`.
+fn decode_flow(key: &str, bytes: &[u8]) -> Result<Flow, ProjectionError> {
+    serde_json::from_slice(bytes).map_err(|e| ProjectionError::Decode {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The applicant view projection: row `view/<id>` holds the [`ApplicantFold`] (see
+/// [`ViewRow`]), rows `flow/<hash>` the flows the applicants are pinned to.
 pub struct ApplicantViewProjection;
 
 impl ApplicantProjection for ApplicantViewProjection {
@@ -218,9 +357,47 @@ impl ApplicantProjection for ApplicantViewProjection {
         id: &str,
         domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
-        rows.update_json::<ApplicantFold, _>(view_key(id).as_bytes(), |fold| {
-            fold.get_or_insert_with(ApplicantFold::default)
-                .apply_decoded(event, domain_event)
+        let key = view_key(id);
+        // A row read back from the tree comes without its flow (`evolve` needs it): load it.
+        let missing = rows.update_row::<ViewRow, _>(key.as_bytes(), |row| {
+            row.as_ref()
+                .filter(|r| r.fold.applicant.flow.is_none())
+                .and_then(|r| r.flow_key.clone())
+        })?;
+        let flow = match missing {
+            Some(flow_key) => match rows.get(flow_key.as_bytes())? {
+                Some(bytes) => Some(decode_flow(&flow_key, &bytes)?),
+                None => {
+                    return Err(ProjectionError::Decode {
+                        key,
+                        reason: format!("its flow row {flow_key} is missing"),
+                    })
+                }
+            },
+            None => None,
+        };
+        // A flow the event pins the applicant to gets its row (the same bytes every time).
+        let pinned = match domain_event {
+            ApplicantEvent::ApplicantCreated { flow, .. }
+            | ApplicantEvent::FlowChanged { flow, .. } => {
+                let json = serde_json::to_vec(flow).map_err(|e| {
+                    ProjectionError::Other(format!("flow could not be encoded: {e}"))
+                })?;
+                let flow_key = flow_key(&json);
+                rows.put(flow_key.clone(), json);
+                Some(flow_key)
+            }
+            _ => None,
+        };
+        rows.update_row::<ViewRow, _>(key.as_bytes(), |row| {
+            let row = row.get_or_insert_with(ViewRow::default);
+            if flow.is_some() {
+                row.fold.applicant.flow = flow;
+            }
+            row.fold.apply_decoded(event, domain_event);
+            if pinned.is_some() {
+                row.flow_key = pinned;
+            }
         })
     }
 }
@@ -246,13 +423,20 @@ impl ReadModels {
         let Some(bytes) = tree.get(key.as_bytes())? else {
             return Ok(None);
         };
-        let fold: ApplicantFold =
-            serde_json::from_slice(&bytes).map_err(|e| ProjectionError::Decode {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-        let same_app = fold.applicant.app_key.is_some_and(|k| k.to_string() == app);
-        Ok(same_app.then_some(fold))
+        let ViewRow { mut fold, flow_key } = ViewRow::decode_row(key.as_bytes(), &bytes)?;
+        if fold.applicant.app_key.is_none_or(|k| k.to_string() != app) {
+            return Ok(None);
+        }
+        if let Some(flow_key) = flow_key {
+            let bytes = tree
+                .get(flow_key.as_bytes())?
+                .ok_or_else(|| ProjectionError::Decode {
+                    key: key.clone(),
+                    reason: format!("its flow row {flow_key} is missing"),
+                })?;
+            fold.applicant.flow = Some(decode_flow(&flow_key, &bytes)?);
+        }
+        Ok(Some(fold))
     }
 }
 

@@ -95,6 +95,11 @@ impl<'a> Reader<'a> {
         Reader { bytes, at: 0, key }
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
+
     /// Whether every byte was read.
     pub(crate) fn is_done(&self) -> bool {
         self.at >= self.bytes.len()
