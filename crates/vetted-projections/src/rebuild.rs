@@ -405,7 +405,7 @@ fn fold_batches(
                 dirty = true;
             }
             if rows.len() >= FLUSH_ROWS {
-                std::mem::replace(&mut rows, Rows::muted(tree)).commit(checkpoint)?;
+                rows.flush(checkpoint)?;
                 dirty = false;
             }
             Ok(())

@@ -1,5 +1,7 @@
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hasher;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -17,9 +19,10 @@ pub struct Rows<'a> {
     // counter, an applicant's state) touched by many events of a batch is decoded once.
     typed: HashMap<Vec<u8>, Box<dyn TypedRow>>,
     muted: bool,
-    // The tree held no rows when the batch started: reads of rows not changed in the batch
-    // skip sled (a miss still walks the tree), and removals of such rows write nothing.
-    tree_empty: bool,
+    // When known: the hashes of every key the tree may hold. A rebuild starts on an empty tree
+    // and adds what each flush writes, so reads of other keys skip sled (a miss still walks
+    // the tree) and removals of them write nothing. `None`: any key may be there.
+    written: Option<HashSet<u64>>,
 }
 
 /// A decoded row waiting to be encoded at commit (`None`: the row is removed).
@@ -75,16 +78,16 @@ impl<'a> Rows<'a> {
             pending: BTreeMap::new(),
             typed: HashMap::new(),
             muted: false,
-            tree_empty: false,
+            written: None,
         }
     }
 
     /// Like [`Rows::muted`] over a tree with no rows yet (a fresh rebuild generation), checked
     /// here: rows not written in this batch are known to be absent without asking sled.
     pub(crate) fn muted_over_empty(tree: &'a sled::Tree) -> Result<Self, ProjectionError> {
-        let tree_empty = tree.is_empty();
+        let written = tree.is_empty().then(HashSet::new);
         Ok(Rows {
-            tree_empty,
+            written,
             ..Rows::muted(tree)
         })
     }
@@ -160,7 +163,7 @@ impl<'a> Rows<'a> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        if self.tree_empty {
+        if !self.may_hold(key) {
             return Ok(None);
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -222,17 +225,35 @@ impl<'a> Rows<'a> {
         self.pending.is_empty() && self.typed.is_empty()
     }
 
+    /// Whether the tree may hold `key` (see `written`).
+    fn may_hold(&self, key: &[u8]) -> bool {
+        self.written
+            .as_ref()
+            .is_none_or(|written| written.contains(&key_hash(key)))
+    }
+
     /// Writes every pending change and `checkpoint` in one atomic batch.
-    pub fn commit(self, checkpoint: u64) -> Result<(), ProjectionError> {
+    pub fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
+        self.flush(checkpoint)
+    }
+
+    /// Like [`Rows::commit`], then goes on as an empty batch over the same tree (a rebuild
+    /// worker's periodic flush: it keeps knowing which keys the tree holds).
+    pub(crate) fn flush(&mut self, checkpoint: u64) -> Result<(), ProjectionError> {
         let mut batch = sled::Batch::default();
-        let mut pending = self.pending;
-        for (k, row) in self.typed {
+        let mut pending = std::mem::take(&mut self.pending);
+        for (k, row) in std::mem::take(&mut self.typed) {
             pending.insert(k, row.encode()?);
         }
         for (k, v) in pending {
             match v {
-                Some(v) => batch.insert(k, v),
-                None if self.tree_empty => {}
+                Some(v) => {
+                    if let Some(written) = &mut self.written {
+                        written.insert(key_hash(&k));
+                    }
+                    batch.insert(k, v)
+                }
+                None if !self.may_hold(&k) => {}
                 None => batch.remove(k),
             }
         }
@@ -242,10 +263,51 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// A key's hash in `Rows::written` (a collision only costs a read from sled).
+fn key_hash(key: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write(key);
+    hasher.finish()
+}
+
 /// The checkpoint stored in `tree` (0 when the projection has applied nothing).
 pub fn checkpoint_of(tree: &sled::Tree) -> Result<u64, ProjectionError> {
     Ok(match tree.get(CHECKPOINT_KEY)? {
         Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
         _ => 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_batch_reads_back_what_it_flushed_and_knows_other_keys_are_absent() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut rows = Rows::muted_over_empty(&tree).unwrap();
+        rows.put(b"a".to_vec(), b"1".to_vec());
+        rows.update_json::<u64, _>(b"n", |n| *n = Some(5)).unwrap();
+        rows.flush(10).unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(checkpoint_of(&tree).unwrap(), 10);
+        // Flushed rows come back from the tree; others are absent.
+        assert_eq!(rows.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(rows.get_json::<u64>(b"n").unwrap(), Some(5));
+        assert_eq!(rows.get(b"b").unwrap(), None);
+        rows.update_json::<u64, _>(b"n", |n| *n = n.map(|n| n + 1))
+            .unwrap();
+        rows.remove(b"a".to_vec());
+        rows.remove(b"never".to_vec());
+        rows.append(b"c", b"x").unwrap();
+        rows.commit(20).unwrap();
+        let keys: Vec<Vec<u8>> = tree.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(
+            keys,
+            vec![CHECKPOINT_KEY.to_vec(), b"c".to_vec(), b"n".to_vec()]
+        );
+        assert_eq!(tree.get(b"n").unwrap().unwrap().as_ref(), b"6");
+        assert_eq!(checkpoint_of(&tree).unwrap(), 20);
+    }
 }
