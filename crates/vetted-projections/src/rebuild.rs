@@ -467,7 +467,12 @@ fn decode_all(events: &[vetted_store::RecordedEvent]) -> Vec<Option<ApplicantEve
             e.stream_id
                 .starts_with("applicant-")
                 .then(|| {
-                    ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload).ok()
+                    crate::applicant_view::decode_payload(
+                        &e.event_type,
+                        e.schema_version,
+                        &e.payload,
+                    )
+                    .ok()
                 })
                 .flatten()
         })
