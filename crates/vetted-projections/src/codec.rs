@@ -180,6 +180,13 @@ impl<'a> Reader<'a> {
         self.utf8(len)
     }
 
+    pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, ProjectionError> {
+        match self.varint()? {
+            0 => Ok(None),
+            n => self.utf8(n - 1).map(Some),
+        }
+    }
+
     pub(crate) fn string(&mut self) -> Result<String, ProjectionError> {
         self.str().map(str::to_string)
     }

@@ -208,6 +208,22 @@ impl<'a> Rows<'a> {
         Ok(())
     }
 
+    /// Like [`Rows::append`], with `f` appending to the row's current value (empty if absent),
+    /// which it may read first.
+    pub(crate) fn append_with(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        if let Some(Some(value)) = self.pending.get_mut(key) {
+            return f(value);
+        }
+        let mut value = self.get(key)?.unwrap_or_default();
+        f(&mut value)?;
+        self.put(key.to_vec(), value);
+        Ok(())
+    }
+
     /// Removes `key`.
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
         let key = key.into();
