@@ -2,15 +2,19 @@
 //! status and external user id, for `GET /v1/applicants?status=&externalUserId=` with
 //! creation-range filters and cursor pagination (newest first).
 //!
-//! Rows: `i/<id>` → [`ApplicantListEntry`]; index rows (empty values) `a/<app>/<created>`,
-//! `s/<app>/<STATUS>/<created>` and `x/<app>/<externalUserId>\0<created>`, where `<created>`
-//! is the creation time in big-endian microseconds followed by the 16 id bytes, so every
-//! index sorts by creation time.
+//! Rows: `i/<id>` → [`ApplicantListEntry`] in the compact layout of `crate::codec` (tag 4);
+//! index rows (empty values) `s/<app>/<STATUS>/<created>` and
+//! `x/<app>/<externalUserId>\0<created>`, where `<created>` is the creation time in
+//! big-endian microseconds followed by the 16 id bytes, so every index sorts by creation
+//! time. Each applicant is in exactly one status index, so the unfiltered list merges the
+//! status indexes (newest first) rather than keeping a third index row per applicant.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
+use crate::codec::{Reader, Writer};
+use crate::rows::RowCodec;
 use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant list projection.
@@ -82,16 +86,51 @@ pub struct ApplicantPage {
     pub next_cursor: Option<String>,
 }
 
+/// Layout tag of an entry row.
+const ENTRY_TAG: u8 = 4;
+
+impl RowCodec for ApplicantListEntry {
+    fn encode_row(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        Writer(&mut out)
+            .u8(ENTRY_TAG)
+            .uuid(&self.id.0)
+            .str(&self.app_key)
+            .str(&self.external_user_id)
+            .status(self.status)
+            .opt_str(self.reviewer.as_deref())
+            .time(&self.created_at)
+            .time(&self.updated_at)
+            .varint(self.version);
+        out
+    }
+
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
+        let mut r = Reader::new(key, bytes);
+        r.tag(ENTRY_TAG)?;
+        let entry = ApplicantListEntry {
+            id: ApplicantId(r.uuid()?),
+            app_key: r.string()?,
+            external_user_id: r.string()?,
+            status: r.status()?,
+            reviewer: r.opt_string()?,
+            created_at: r.time()?,
+            updated_at: r.time()?,
+            version: r.varint()?,
+        };
+        if !r.is_done() {
+            return Err(r.error("bytes left after the row"));
+        }
+        Ok(entry)
+    }
+}
+
 /// Creation time (BE micros) then id bytes: the sort suffix of every index key.
 fn created_suffix(created_at: DateTime<Utc>, id: &ApplicantId) -> Vec<u8> {
     let mut out = Vec::with_capacity(24);
     out.extend_from_slice(&(created_at.timestamp_micros().max(0) as u64).to_be_bytes());
     out.extend_from_slice(id.0.as_bytes());
     out
-}
-
-fn all_prefix(app: &str) -> Vec<u8> {
-    format!("a/{app}/").into_bytes()
 }
 
 fn status_prefix(app: &str, status: ApplicantStatus) -> Vec<u8> {
@@ -145,7 +184,6 @@ impl ApplicantProjection for ApplicantListProjection {
             };
             let suffix = created_suffix(entry.created_at, &entry.id);
             let app = &entry.app_key;
-            rows.put(with_suffix(all_prefix(app), &suffix), Vec::new());
             rows.put(
                 with_suffix(status_prefix(app, entry.status), &suffix),
                 Vec::new(),
@@ -154,11 +192,11 @@ impl ApplicantProjection for ApplicantListProjection {
                 with_suffix(external_prefix(app, &entry.external_user_id), &suffix),
                 Vec::new(),
             );
-            rows.update_json::<ApplicantListEntry, _>(key.as_bytes(), |row| *row = Some(entry))?;
+            rows.update_row::<ApplicantListEntry, _>(key.as_bytes(), |row| *row = Some(entry))?;
             return Ok(());
         }
         let mut moved: Option<(ApplicantStatus, ApplicantListEntry)> = None;
-        rows.update_json::<ApplicantListEntry, _>(key.as_bytes(), |row| {
+        rows.update_row::<ApplicantListEntry, _>(key.as_bytes(), |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let Some(entry) = row.as_mut() else { return };
             entry.updated_at = event.recorded_at;
@@ -197,33 +235,65 @@ impl ReadModels {
         page: &Page,
     ) -> Result<ApplicantPage, ProjectionError> {
         let tree = self.live_tree(APPLICANT_LIST)?;
-        // Scan the most selective index; check the other conditions on the entry.
-        let prefix = match (&filter.external_user_id, filter.status) {
-            (Some(external), _) => external_prefix(app, external),
-            (None, Some(status)) => status_prefix(app, status),
-            (None, None) => all_prefix(app),
+        // Scan the most selective index; check the other conditions on the entry. Without a
+        // filter, merge the status indexes: every applicant is in exactly one of them.
+        let prefixes: Vec<Vec<u8>> = match (&filter.external_user_id, filter.status) {
+            (Some(external), _) => vec![external_prefix(app, external)],
+            (None, Some(status)) => vec![status_prefix(app, status)],
+            (None, None) => ApplicantStatus::ALL
+                .iter()
+                .map(|s| status_prefix(app, *s))
+                .collect(),
+        };
+        let cursor = match &page.cursor {
+            Some(cursor) => Some(hex::decode(cursor).ok().filter(|s| s.len() == 24).ok_or_else(|| {
+                ProjectionError::Other(format!("cursor {cursor} is not a cursor this list returned; start from the first page"))
+            })?),
+            None => None,
         };
         let micros = |t: DateTime<Utc>| t.timestamp_micros().max(0) as u64;
-        let low = with_suffix(
-            prefix.clone(),
-            &filter.created_from.map_or(0, micros).to_be_bytes(),
-        );
-        let mut high = match filter.created_to {
-            Some(to) => with_suffix(prefix.clone(), &micros(to).saturating_add(1).to_be_bytes()),
-            None => prefix_end(&prefix),
-        };
-        if let Some(cursor) = &page.cursor {
-            let suffix = hex::decode(cursor).ok().filter(|s| s.len() == 24).ok_or_else(|| {
-                ProjectionError::Other(format!("cursor {cursor} is not a cursor this list returned; start from the first page"))
-            })?;
-            high = high.min(with_suffix(prefix.clone(), &suffix));
+        let mut scans: Vec<(usize, sled::Iter)> = prefixes
+            .into_iter()
+            .map(|prefix| {
+                let low = with_suffix(
+                    prefix.clone(),
+                    &filter.created_from.map_or(0, micros).to_be_bytes(),
+                );
+                let mut high = match filter.created_to {
+                    Some(to) => {
+                        with_suffix(prefix.clone(), &micros(to).saturating_add(1).to_be_bytes())
+                    }
+                    None => prefix_end(&prefix),
+                };
+                if let Some(suffix) = &cursor {
+                    high = high.min(with_suffix(prefix.clone(), suffix));
+                }
+                (prefix.len(), tree.range(low..high))
+            })
+            .collect();
+        // The next key of each scan, newest first; the newest of them goes next.
+        let mut heads = Vec::with_capacity(scans.len());
+        for (_, scan) in scans.iter_mut() {
+            heads.push(scan.next_back().transpose()?.map(|(k, _)| k));
         }
         let limit = page.limit.clamp(1, MAX_PAGE);
         let mut items = Vec::new();
         let mut next_cursor = None;
-        for row in tree.range(low..high).rev() {
-            let (key, _) = row?;
-            let suffix = &key[prefix.len()..];
+        loop {
+            let newest = heads
+                .iter()
+                .zip(&scans)
+                .enumerate()
+                .filter_map(|(i, (head, (len, _)))| Some((i, head.as_ref()?.get(*len..)?)))
+                .max_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i);
+            let Some(i) = newest else { break };
+            let (len, scan) = &mut scans[i];
+            let next = scan.next_back().transpose()?.map(|(k, _)| k);
+            let Some(key) = std::mem::replace(&mut heads[i], next) else {
+                break;
+            };
+            let suffix = &key[*len..];
             let Some(id) = suffix
                 .get(8..24)
                 .and_then(|b| uuid::Uuid::from_slice(b).ok())
@@ -234,11 +304,7 @@ impl ReadModels {
             let Some(bytes) = tree.get(entry_key.as_bytes())? else {
                 continue;
             };
-            let entry: ApplicantListEntry =
-                serde_json::from_slice(&bytes).map_err(|e| ProjectionError::Decode {
-                    key: entry_key,
-                    reason: e.to_string(),
-                })?;
+            let entry = ApplicantListEntry::decode_row(entry_key.as_bytes(), &bytes)?;
             if filter.status.is_some_and(|s| s != entry.status) {
                 continue;
             }
@@ -269,4 +335,35 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![u8::MAX; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_row_reads_back_exactly() {
+        let mut entry = ApplicantListEntry {
+            id: ApplicantId(uuid::Uuid::from_u128(42)),
+            app_key: "app-1".into(),
+            external_user_id: "user-1".into(),
+            status: ApplicantStatus::Declined,
+            reviewer: Some("rev-2".into()),
+            created_at: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),
+            updated_at: DateTime::from_timestamp(1_764_000_900, 1_000).unwrap(),
+            version: 300,
+        };
+        let bytes = entry.encode_row();
+        assert_eq!(
+            ApplicantListEntry::decode_row(b"i/x", &bytes).unwrap(),
+            entry
+        );
+        entry.reviewer = None;
+        let bytes = entry.encode_row();
+        assert_eq!(
+            ApplicantListEntry::decode_row(b"i/x", &bytes).unwrap(),
+            entry
+        );
+        assert!(ApplicantListEntry::decode_row(b"i/x", &bytes[..bytes.len() - 1]).is_err());
+    }
 }

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantStatus, StepType};
 use vetted_store::RecordedEvent;
 
+use crate::codec::{Reader, Writer};
+use crate::rows::RowCodec;
 use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the dashboard projection.
@@ -65,9 +67,10 @@ pub struct DayStats {
     pub warnings_resolved: u64,
 }
 
-/// What the dashboard remembers per applicant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What the dashboard remembers per applicant, in the compact layout of `crate::codec`
+/// (tag 2): app, creation day, status, whether a reviewer is assigned, and each warning's id
+/// and raise day.
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Tracked {
     app: String,
     created_day: String,
@@ -83,8 +86,66 @@ impl Tracked {
     }
 }
 
+/// Layout tag of a `Tracked` row.
+const TRACKED_TAG: u8 = 2;
+
+impl RowCodec for Tracked {
+    fn encode_row(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 48 * self.warnings.len());
+        let mut w = Writer(&mut out);
+        w.u8(TRACKED_TAG)
+            .str(&self.app)
+            .str(&self.created_day)
+            .status(self.status)
+            .bool(self.has_reviewer)
+            .varint(self.warnings.len() as u64);
+        for (id, day) in &self.warnings {
+            w.str(id).str(day);
+        }
+        out
+    }
+
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
+        let mut r = Reader::new(key, bytes);
+        r.tag(TRACKED_TAG)?;
+        let mut tracked = Tracked {
+            app: r.string()?,
+            created_day: r.string()?,
+            status: r.status()?,
+            has_reviewer: r.bool()?,
+            warnings: BTreeMap::new(),
+        };
+        for _ in 0..r.varint()? {
+            let id = r.string()?;
+            tracked.warnings.insert(id, r.string()?);
+        }
+        if !r.is_done() {
+            return Err(r.error("bytes left after the row"));
+        }
+        Ok(tracked)
+    }
+}
+
+/// The UTC day of `t` as `YYYY-MM-DD` (what chrono's `%Y-%m-%d` prints, without its
+/// formatting machinery for the years 0..=9999).
 fn day_of(t: DateTime<Utc>) -> String {
-    t.date_naive().format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    let date = t.date_naive();
+    match u32::try_from(date.year()) {
+        Ok(year) if year <= 9999 => {
+            let mut out = String::with_capacity(10);
+            for (n, width) in [(year, 4), (date.month(), 2), (date.day(), 2)] {
+                if !out.is_empty() {
+                    out.push('-');
+                }
+                let digits = n.to_string();
+                out.extend(std::iter::repeat_n('0', width - digits.len().min(width)));
+                out.push_str(&digits);
+            }
+            out
+        }
+        _ => date.format("%Y-%m-%d").to_string(),
+    }
 }
 
 fn day_key(app: &str, day: &str) -> String {
@@ -138,7 +199,7 @@ impl ApplicantProjection for DashboardProjection {
                     .or_default() += 1;
             })?;
             return rows
-                .update_json::<Tracked, _>(tracked_key.as_bytes(), |row| *row = Some(tracked));
+                .update_row::<Tracked, _>(tracked_key.as_bytes(), |row| *row = Some(tracked));
         }
 
         // Cohort changes are computed on the tracked row, then applied to the day rows.
@@ -157,7 +218,7 @@ impl ApplicantProjection for DashboardProjection {
                 day: String,
             },
         }
-        let known = rows.update_json::<Tracked, _>(tracked_key.as_bytes(), |row| {
+        let known = rows.update_row::<Tracked, _>(tracked_key.as_bytes(), |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let t = row.as_mut()?;
             let was_in_review = t.in_review();
@@ -505,5 +566,44 @@ pub(crate) fn summarize(
         warnings,
         top_countries,
         services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_print_as_chrono_prints_them() {
+        for (secs, day) in [
+            (0, "1970-01-01"),
+            (1_764_000_000, "2025-11-24"),
+            (-62_135_596_800, "0001-01-01"),
+            (-62_198_755_200, "-0001-01-01"),
+            (253_402_300_800, "+10000-01-01"),
+        ] {
+            let t = DateTime::from_timestamp(secs, 0).unwrap();
+            assert_eq!(day_of(t), day);
+            assert_eq!(day_of(t), t.date_naive().format("%Y-%m-%d").to_string());
+        }
+    }
+
+    #[test]
+    fn the_tracked_row_reads_back_and_a_json_row_asks_for_a_rebuild() {
+        let tracked = Tracked {
+            app: "app-1".into(),
+            created_day: "2026-11-22".into(),
+            status: ApplicantStatus::Approved,
+            has_reviewer: true,
+            warnings: [("w-1".to_string(), "2026-11-23".to_string())].into(),
+        };
+        let bytes = tracked.encode_row();
+        assert_eq!(Tracked::decode_row(b"ap/x", &bytes).unwrap(), tracked);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Tracked::decode_row(b"ap/x", &longer).is_err());
+        let old = br#"{"app":"a","createdDay":"2026-11-22","status":"INIT","hasReviewer":false,"warnings":{}}"#;
+        let err = Tracked::decode_row(b"ap/x", old).unwrap_err().to_string();
+        assert!(err.contains("rebuild"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod applicant_list;
 pub mod applicant_view;
+mod codec;
 pub mod dashboard;
 mod digest;
 mod generation;
@@ -21,6 +22,7 @@ mod runner;
 #[doc(hidden)]
 pub mod sample;
 pub mod timeline;
+mod view_codec;
 
 pub use applicant_list::{ApplicantListEntry, ApplicantPage, ListFilter, Page};
 pub use applicant_view::{ApplicantFold, ApplicantView, Device, FlowRef};

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
 use vetted_store::RecordedEvent;
 
+use crate::codec::{Reader, Writer};
+use crate::rows::RowCodec;
 use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the reviewer queue projection.
@@ -41,8 +43,8 @@ pub struct ReviewerQueue {
     pub items: Vec<QueueEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What the queue knows of an applicant, in the compact layout of `crate::codec` (tag 3).
+#[derive(Debug, Clone, PartialEq)]
 struct Tracked {
     app: String,
     id: ApplicantId,
@@ -51,6 +53,43 @@ struct Tracked {
     reviewer: Option<String>,
     assigned_at: Option<DateTime<Utc>>,
     open_warnings: u32,
+}
+
+/// Layout tag of a `Tracked` row.
+const TRACKED_TAG: u8 = 3;
+
+impl RowCodec for Tracked {
+    fn encode_row(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        Writer(&mut out)
+            .u8(TRACKED_TAG)
+            .str(&self.app)
+            .uuid(&self.id.0)
+            .str(&self.external_user_id)
+            .status(self.status)
+            .opt_str(self.reviewer.as_deref())
+            .opt_time(self.assigned_at.as_ref())
+            .varint(u64::from(self.open_warnings));
+        out
+    }
+
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
+        let mut r = Reader::new(key, bytes);
+        r.tag(TRACKED_TAG)?;
+        let tracked = Tracked {
+            app: r.string()?,
+            id: ApplicantId(r.uuid()?),
+            external_user_id: r.string()?,
+            status: r.status()?,
+            reviewer: r.opt_string()?,
+            assigned_at: r.opt_time()?,
+            open_warnings: r.u32()?,
+        };
+        if !r.is_done() {
+            return Err(r.error("bytes left after the row"));
+        }
+        Ok(tracked)
+    }
 }
 
 impl Tracked {
@@ -96,7 +135,7 @@ impl ApplicantProjection for ReviewerQueueProjection {
         domain_event: &ApplicantEvent,
     ) -> Result<(), ProjectionError> {
         let key = format!("rq/{id}");
-        let change = rows.update_json::<Tracked, _>(key.as_bytes(), |row| {
+        let change = rows.update_row::<Tracked, _>(key.as_bytes(), |row| {
             if let ApplicantEvent::ApplicantCreated {
                 applicant_id,
                 external_user_id,
@@ -188,4 +227,29 @@ fn scan_entries(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<QueueEntry>, Pro
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracked_row_reads_back_exactly() {
+        let mut tracked = Tracked {
+            app: "app-1".into(),
+            id: ApplicantId(uuid::Uuid::from_u128(42)),
+            external_user_id: "user-1".into(),
+            status: ApplicantStatus::OnHold,
+            reviewer: Some("rev-1".into()),
+            assigned_at: DateTime::from_timestamp(1_764_000_000, 123_456_000),
+            open_warnings: 2,
+        };
+        let bytes = tracked.encode_row();
+        assert_eq!(Tracked::decode_row(b"rq/x", &bytes).unwrap(), tracked);
+        tracked.reviewer = None;
+        tracked.assigned_at = None;
+        let bytes = tracked.encode_row();
+        assert_eq!(Tracked::decode_row(b"rq/x", &bytes).unwrap(), tracked);
+        assert!(Tracked::decode_row(b"rq/x", &bytes[..bytes.len() - 1]).is_err());
+    }
 }

@@ -1,5 +1,7 @@
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hasher;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -17,25 +19,55 @@ pub struct Rows<'a> {
     // counter, an applicant's state) touched by many events of a batch is decoded once.
     typed: HashMap<Vec<u8>, Box<dyn TypedRow>>,
     muted: bool,
-    // The tree held no rows when the batch started: reads of rows not changed in the batch
-    // skip sled (a miss still walks the tree), and removals of such rows write nothing.
-    tree_empty: bool,
+    // When known: the hashes of every key the tree may hold. A rebuild starts on an empty tree
+    // and adds what each flush writes, so reads of other keys skip sled (a miss still walks
+    // the tree) and removals of them write nothing. `None`: any key may be there.
+    written: Option<HashSet<u64>>,
 }
 
-/// A decoded row waiting to be encoded at commit.
+/// A decoded row waiting to be encoded at commit (`None`: the row is removed).
 trait TypedRow: Send {
-    fn encode(&self) -> Result<Vec<u8>, ProjectionError>;
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-impl<T: Serialize + Send + 'static> TypedRow for T {
-    fn encode(&self) -> Result<Vec<u8>, ProjectionError> {
-        serde_json::to_vec(self)
-            .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
+/// Encodes a decoded row.
+type Encode<T> = fn(&T) -> Result<Vec<u8>, ProjectionError>;
+
+/// Decodes the row stored under a key.
+type Decode<T> = fn(&[u8], &[u8]) -> Result<T, ProjectionError>;
+
+/// A decoded row and how to encode it.
+struct Typed<T> {
+    value: Option<T>,
+    encode: Encode<T>,
+}
+
+impl<T: Send + 'static> TypedRow for Typed<T> {
+    fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError> {
+        self.value.as_ref().map(self.encode).transpose()
     }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// A row's own compact encoding (see `crate::codec`), for rows only this crate reads.
+pub(crate) trait RowCodec: Sized + Send + 'static {
+    fn encode_row(&self) -> Vec<u8>;
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError>;
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
+    serde_json::to_vec(value)
+        .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
+}
+
+fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+    serde_json::from_slice(bytes).map_err(|e| ProjectionError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl<'a> Rows<'a> {
@@ -46,16 +78,16 @@ impl<'a> Rows<'a> {
             pending: BTreeMap::new(),
             typed: HashMap::new(),
             muted: false,
-            tree_empty: false,
+            written: None,
         }
     }
 
     /// Like [`Rows::muted`] over a tree with no rows yet (a fresh rebuild generation), checked
     /// here: rows not written in this batch are known to be absent without asking sled.
     pub(crate) fn muted_over_empty(tree: &'a sled::Tree) -> Result<Self, ProjectionError> {
-        let tree_empty = tree.is_empty();
+        let written = tree.is_empty().then(HashSet::new);
         Ok(Rows {
-            tree_empty,
+            written,
             ..Rows::muted(tree)
         })
     }
@@ -84,40 +116,54 @@ impl<'a> Rows<'a> {
     where
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        let mut slot: Option<T> = match self.typed.remove(key) {
-            Some(row) => match row.into_any().downcast::<T>() {
-                Ok(value) => Some(*value),
-                Err(_) => {
-                    return Err(ProjectionError::Decode {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: "row updated as two different types in one batch".into(),
-                    })
-                }
-            },
-            None => self.get_json(key)?,
-        };
-        let existed = slot.is_some();
-        let out = f(&mut slot);
-        match slot {
-            Some(v) => {
-                self.pending.remove(key);
-                self.typed.insert(key.to_vec(), Box::new(v));
-            }
-            None if existed => self.remove(key.to_vec()),
-            None => {}
+        self.update_with(key, decode_json::<T>, encode_json::<T>, f)
+    }
+
+    /// Like [`Rows::update_json`] for a row in its own compact encoding.
+    pub(crate) fn update_row<T: RowCodec, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        self.update_with(key, T::decode_row, |v: &T| Ok(v.encode_row()), f)
+    }
+
+    fn update_with<T: Send + 'static, R>(
+        &mut self,
+        key: &[u8],
+        decode: Decode<T>,
+        encode: Encode<T>,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        if !self.typed.contains_key(key) {
+            let value = match self.get(key)? {
+                Some(bytes) => Some(decode(key, &bytes)?),
+                None => None,
+            };
+            self.pending.remove(key);
+            self.typed
+                .insert(key.to_vec(), Box::new(Typed { value, encode }));
         }
-        Ok(out)
+        let typed = self
+            .typed
+            .get_mut(key)
+            .and_then(|row| row.as_any_mut().downcast_mut::<Typed<T>>())
+            .ok_or_else(|| ProjectionError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "row updated as two different types in one batch".into(),
+            })?;
+        Ok(f(&mut typed.value))
     }
 
     /// The current value of `key`, pending changes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
         if let Some(row) = self.typed.get(key) {
-            return row.encode().map(Some);
+            return row.encode();
         }
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        if self.tree_empty {
+        if !self.may_hold(key) {
             return Ok(None);
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -127,14 +173,7 @@ impl<'a> Rows<'a> {
     pub fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| ProjectionError::Decode {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(bytes) => decode_json(key, &bytes).map(Some),
         }
     }
 
@@ -151,8 +190,7 @@ impl<'a> Rows<'a> {
         key: impl Into<Vec<u8>>,
         value: &T,
     ) -> Result<(), ProjectionError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| ProjectionError::Other(e.to_string()))?;
-        self.put(key, bytes);
+        self.put(key, encode_json(value)?);
         Ok(())
     }
 
@@ -166,6 +204,22 @@ impl<'a> Rows<'a> {
         }
         let mut value = self.get(key)?.unwrap_or_default();
         value.extend_from_slice(bytes);
+        self.put(key.to_vec(), value);
+        Ok(())
+    }
+
+    /// Like [`Rows::append`], with `f` appending to the row's current value (empty if absent),
+    /// which it may read first.
+    pub(crate) fn append_with(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        if let Some(Some(value)) = self.pending.get_mut(key) {
+            return f(value);
+        }
+        let mut value = self.get(key)?.unwrap_or_default();
+        f(&mut value)?;
         self.put(key.to_vec(), value);
         Ok(())
     }
@@ -187,17 +241,35 @@ impl<'a> Rows<'a> {
         self.pending.is_empty() && self.typed.is_empty()
     }
 
+    /// Whether the tree may hold `key` (see `written`).
+    fn may_hold(&self, key: &[u8]) -> bool {
+        self.written
+            .as_ref()
+            .is_none_or(|written| written.contains(&key_hash(key)))
+    }
+
     /// Writes every pending change and `checkpoint` in one atomic batch.
-    pub fn commit(self, checkpoint: u64) -> Result<(), ProjectionError> {
+    pub fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
+        self.flush(checkpoint)
+    }
+
+    /// Like [`Rows::commit`], then goes on as an empty batch over the same tree (a rebuild
+    /// worker's periodic flush: it keeps knowing which keys the tree holds).
+    pub(crate) fn flush(&mut self, checkpoint: u64) -> Result<(), ProjectionError> {
         let mut batch = sled::Batch::default();
-        let mut pending = self.pending;
-        for (k, row) in self.typed {
-            pending.insert(k, Some(row.encode()?));
+        let mut pending = std::mem::take(&mut self.pending);
+        for (k, row) in std::mem::take(&mut self.typed) {
+            pending.insert(k, row.encode()?);
         }
         for (k, v) in pending {
             match v {
-                Some(v) => batch.insert(k, v),
-                None if self.tree_empty => {}
+                Some(v) => {
+                    if let Some(written) = &mut self.written {
+                        written.insert(key_hash(&k));
+                    }
+                    batch.insert(k, v)
+                }
+                None if !self.may_hold(&k) => {}
                 None => batch.remove(k),
             }
         }
@@ -207,10 +279,51 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// A key's hash in `Rows::written` (a collision only costs a read from sled).
+fn key_hash(key: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write(key);
+    hasher.finish()
+}
+
 /// The checkpoint stored in `tree` (0 when the projection has applied nothing).
 pub fn checkpoint_of(tree: &sled::Tree) -> Result<u64, ProjectionError> {
     Ok(match tree.get(CHECKPOINT_KEY)? {
         Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
         _ => 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_batch_reads_back_what_it_flushed_and_knows_other_keys_are_absent() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut rows = Rows::muted_over_empty(&tree).unwrap();
+        rows.put(b"a".to_vec(), b"1".to_vec());
+        rows.update_json::<u64, _>(b"n", |n| *n = Some(5)).unwrap();
+        rows.flush(10).unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(checkpoint_of(&tree).unwrap(), 10);
+        // Flushed rows come back from the tree; others are absent.
+        assert_eq!(rows.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(rows.get_json::<u64>(b"n").unwrap(), Some(5));
+        assert_eq!(rows.get(b"b").unwrap(), None);
+        rows.update_json::<u64, _>(b"n", |n| *n = n.map(|n| n + 1))
+            .unwrap();
+        rows.remove(b"a".to_vec());
+        rows.remove(b"never".to_vec());
+        rows.append(b"c", b"x").unwrap();
+        rows.commit(20).unwrap();
+        let keys: Vec<Vec<u8>> = tree.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(
+            keys,
+            vec![CHECKPOINT_KEY.to_vec(), b"c".to_vec(), b"n".to_vec()]
+        );
+        assert_eq!(tree.get(b"n").unwrap().unwrap().as_ref(), b"6");
+        assert_eq!(checkpoint_of(&tree).unwrap(), 20);
+    }
 }

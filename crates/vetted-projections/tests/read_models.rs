@@ -691,3 +691,97 @@ async fn a_long_timeline_spread_over_many_rows_reads_in_stream_order_live_and_re
     );
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn flows_are_stored_once_and_every_view_reads_back_its_own_flow_live_and_rebuilt() {
+    let store = Arc::new(MemoryStore::new());
+    let read_models = Arc::new(ReadModels::open(temp_db()).unwrap());
+    let runner = Runner::start(read_models.clone(), store.clone());
+    let mut rng = Rng::new(99);
+    let flow = sample::kyc_basic();
+    let mut lives: Vec<Vec<Append>> = (0..8)
+        .map(|_| sample::lifecycle(&mut rng, app(), &flow, Utc::now(), 0))
+        .collect();
+    // The first applicant moves to a second version of the flow, then restarts on it (the
+    // restart folds against the flow read back from its row).
+    let mut v2 = flow.clone();
+    v2.version = 2;
+    v2.id = Uuid::from_u128(0xf10e_0000_0000_4000_8000_0000_0000_0002);
+    v2.steps.truncate(2);
+    let stream = lives[0][0].stream.clone();
+    for event in [
+        ApplicantEvent::FlowChanged {
+            flow: v2.clone(),
+            kept_steps: vec![],
+        },
+        ApplicantEvent::FlowRestarted { kept_steps: vec![] },
+    ] {
+        lives[0].push(Append {
+            stream: stream.clone(),
+            events: vec![sample::to_new_event(
+                &event,
+                &app(),
+                vetted_store::Actor::system(),
+                Uuid::from_u128(1),
+                rng.uuid(),
+            )],
+            at: Utc::now(),
+        });
+    }
+    // One append per batch: every event after the first reads its view row back from sled.
+    for life in &lives {
+        for a in life {
+            let head = append(store.as_ref(), a).await;
+            runner.wait_for(head, WAIT).await.unwrap();
+        }
+    }
+    let app = app().to_string();
+    for life in &lives {
+        let id = applicant_of(&life[0]);
+        let events = store
+            .read_stream(&id.stream(), 0, usize::MAX)
+            .await
+            .unwrap();
+        let mut expected = vetted_projections::ApplicantFold::default();
+        for e in &events {
+            expected.apply(e).unwrap();
+        }
+        assert!(expected.applicant.flow.is_some());
+        let fold = read_models.get_fold(&app, &id).unwrap().unwrap();
+        assert_eq!(fold, expected);
+        assert_eq!(
+            read_models.get_view(&app, &id).unwrap(),
+            vetted_projections::ApplicantView::fold(&events).unwrap()
+        );
+    }
+    let first = read_models
+        .get_fold(&app, &applicant_of(&lives[0][0]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.applicant.flow.as_ref(), Some(&v2));
+    assert_eq!(first.applicant.steps.len(), 2);
+    assert!(read_models
+        .get_fold("another-app", &applicant_of(&lives[0][0]))
+        .unwrap()
+        .is_none());
+
+    // Two flows, two flow rows; no view row carries a flow definition.
+    let tree = read_models.live_tree("applicant_view").unwrap();
+    let flows = tree.scan_prefix(b"flow/").count();
+    assert_eq!(flows, 2);
+    for row in tree.scan_prefix(b"view/") {
+        let (_, value) = row.unwrap();
+        let text = String::from_utf8_lossy(&value);
+        assert!(!text.contains("faceMatchThreshold"), "{text}");
+    }
+    runner.stop().await;
+
+    let offline = ReadModels::open(temp_db()).unwrap();
+    rebuild(&offline, store.as_ref(), &["applicant_view"], &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        digest_tree(&tree, |_| true).unwrap(),
+        digest_tree(&offline.live_tree("applicant_view").unwrap(), |_| true).unwrap()
+    );
+}
