@@ -158,6 +158,11 @@ impl ApplicantProjection for ApplicantListProjection {
         APPLICANT_LIST
     }
 
+    /// 2: compact binary rows (1: JSON rows).
+    fn layout(&self) -> u32 {
+        2
+    }
+
     fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,

@@ -368,6 +368,11 @@ impl ApplicantProjection for ApplicantViewProjection {
         APPLICANT_VIEW
     }
 
+    /// 2: compact binary rows (1: JSON rows).
+    fn layout(&self) -> u32 {
+        2
+    }
+
     fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,

@@ -21,6 +21,11 @@ pub(crate) fn tree_name(name: &str, generation: u64) -> String {
     format!("proj/{name}/g{generation}")
 }
 
+/// Key of a generation's row layout in the meta tree (projection names have no `/`).
+fn layout_key(name: &str, generation: u64) -> Vec<u8> {
+    format!("layout/{name}/g{generation}").into_bytes()
+}
+
 impl Generations {
     /// Opens (or creates) the generation table in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, ProjectionError> {
@@ -97,9 +102,38 @@ impl Generations {
         Ok(())
     }
 
+    /// The row layout generation `generation` of `name` was written with (`None`: not
+    /// recorded, i.e. written before layouts were recorded: layout 1).
+    pub fn layout(&self, name: &str, generation: u64) -> Result<Option<u32>, ProjectionError> {
+        match self.meta.get(layout_key(name, generation))? {
+            Some(v) => {
+                let bytes: [u8; 4] =
+                    v.as_ref().try_into().map_err(|_| ProjectionError::Decode {
+                        key: format!("{META_TREE}/layout/{name}/g{generation}"),
+                        reason: format!("expected a 4-byte layout, found {} bytes", v.len()),
+                    })?;
+                Ok(Some(u32::from_be_bytes(bytes)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records the row layout of generation `generation` of `name`.
+    pub fn set_layout(
+        &self,
+        name: &str,
+        generation: u64,
+        layout: u32,
+    ) -> Result<(), ProjectionError> {
+        self.meta
+            .insert(layout_key(name, generation), &layout.to_be_bytes())?;
+        Ok(())
+    }
+
     /// Drops the tree of a generation that is no longer live.
     pub fn drop_generation(&self, name: &str, generation: u64) -> Result<(), ProjectionError> {
         self.db.drop_tree(tree_name(name, generation))?;
+        self.meta.remove(layout_key(name, generation))?;
         Ok(())
     }
 }

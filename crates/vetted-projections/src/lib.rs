@@ -81,6 +81,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Stable name, e.g. `applicant_view`; used in tree names, checkpoints and the admin API.
     fn name(&self) -> &'static str;
 
+    /// Version of the projection's row layout. Raise it when rows change shape: a live
+    /// generation written with another layout is rebuilt when the engine starts
+    /// ([`ReadModels::stale_layouts`]).
+    fn layout(&self) -> u32 {
+        1
+    }
+
     /// Folds one event into the read model. Reads see the changes made earlier in the batch.
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
 
@@ -117,6 +124,11 @@ pub trait ApplicantProjection: Send + Sync + 'static {
     /// Stable name (see [`Projection::name`]).
     fn name(&self) -> &'static str;
 
+    /// Version of the row layout (see [`Projection::layout`]).
+    fn layout(&self) -> u32 {
+        1
+    }
+
     /// Folds one event of applicant `id` into the read model.
     fn apply_applicant(
         &self,
@@ -130,6 +142,10 @@ pub trait ApplicantProjection: Send + Sync + 'static {
 impl<T: ApplicantProjection> Projection for T {
     fn name(&self) -> &'static str {
         ApplicantProjection::name(self)
+    }
+
+    fn layout(&self) -> u32 {
+        ApplicantProjection::layout(self)
     }
 
     fn apply(&self, rows: &mut Rows<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {

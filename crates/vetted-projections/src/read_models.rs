@@ -132,6 +132,11 @@ impl ReadModels {
         let generation = self.generations.live(name)?;
         let tree = self.generations.tree(name, generation)?;
         let checkpoint = checkpoint_of(&tree)?;
+        if tree.is_empty() && self.generations.layout(name, generation)?.is_none() {
+            // Nothing written yet: it will be written with this layout.
+            self.generations
+                .set_layout(name, generation, projection.layout())?;
+        }
         let slot = Slot {
             projection,
             live: RwLock::new(LiveTree { generation, tree }),
@@ -145,6 +150,23 @@ impl ReadModels {
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::new(slot));
         Ok(())
+    }
+
+    /// Projections whose live rows were written with another row layout than the code's
+    /// (an upgrade changed it): rebuild them (`crate::rebuild`) before running them.
+    pub fn stale_layouts(&self) -> Result<Vec<&'static str>, ProjectionError> {
+        let mut stale = Vec::new();
+        for slot in self.slots.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let live = slot.live();
+            let written = self
+                .generations
+                .layout(slot.name(), live.generation)?
+                .unwrap_or(1);
+            if written != slot.projection.layout() {
+                stale.push(slot.name());
+            }
+        }
+        Ok(stale)
     }
 
     /// The sled database holding the read models.

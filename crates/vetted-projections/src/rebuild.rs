@@ -90,6 +90,7 @@ pub async fn rebuild(
     let mut targets = Vec::new();
     for slot in &slots {
         let (generation, tree) = generations.fresh(slot.name())?;
+        generations.set_layout(slot.name(), generation, slot.projection.layout())?;
         targets.push(Target {
             projection: slot.projection.clone(),
             tree,

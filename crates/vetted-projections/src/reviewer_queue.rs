@@ -127,6 +127,11 @@ impl ApplicantProjection for ReviewerQueueProjection {
         REVIEWER_QUEUE
     }
 
+    /// 2: compact binary rows (1: JSON rows).
+    fn layout(&self) -> u32 {
+        2
+    }
+
     fn apply_applicant(
         &self,
         rows: &mut Rows<'_>,

@@ -785,3 +785,53 @@ async fn flows_are_stored_once_and_every_view_reads_back_its_own_flow_live_and_r
         digest_tree(&offline.live_tree("applicant_view").unwrap(), |_| true).unwrap()
     );
 }
+
+#[tokio::test]
+async fn read_models_written_in_an_older_row_layout_are_found_stale_and_rebuilt() {
+    let store = MemoryStore::new();
+    let life = rich_lifecycle(0);
+    for a in &life {
+        append(&store, a).await;
+    }
+    let id = applicant_of(&life[0]);
+    let db = temp_db();
+    {
+        // What an earlier version left: JSON rows in generation 0, no layout recorded.
+        let generations = vetted_projections::Generations::open(&db).unwrap();
+        for name in ["applicant_view", "timeline"] {
+            let tree = generations.tree(name, 0).unwrap();
+            tree.insert(b"v/old-row", br#"{"old":"json"}"#.to_vec())
+                .unwrap();
+        }
+    }
+    let read_models = ReadModels::open(db.clone()).unwrap();
+    let mut stale = read_models.stale_layouts().unwrap();
+    stale.sort_unstable();
+    assert_eq!(
+        stale,
+        vec!["applicant_view", "timeline"],
+        "only the read models with rows in the old layout (empty ones start in the new one)"
+    );
+
+    rebuild(&read_models, &store, &stale, &mut |_| {})
+        .await
+        .unwrap();
+    assert!(read_models.stale_layouts().unwrap().is_empty());
+    let view = read_models
+        .get_view(&app().to_string(), &id)
+        .unwrap()
+        .expect("the rebuilt view serves the applicant");
+    assert_eq!(view.id, id);
+    assert!(
+        !read_models
+            .timeline(&app().to_string(), &id)
+            .unwrap()
+            .items
+            .is_empty(),
+        "the rebuilt timeline serves it too"
+    );
+    // A reopen (the next start) finds nothing stale.
+    drop(read_models);
+    let reopened = ReadModels::open(db).unwrap();
+    assert!(reopened.stale_layouts().unwrap().is_empty());
+}

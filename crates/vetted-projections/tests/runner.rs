@@ -110,7 +110,16 @@ async fn an_event_that_fails_stops_the_checkpoint_right_before_it_and_nothing_ha
     // Positions 1..=6 are 2 events per stream; event 7 (stream 0) counted half and failed.
     let counted: u64 = streams.iter().map(|s| count_of(&tree, s)).sum();
     assert_eq!(counted, 6, "rows match the checkpoint exactly");
-    let status = read_models.status(store.as_ref()).await.unwrap();
+    // The runner commits what precedes the failing event, then records the error: wait
+    // (bounded) for the record rather than racing it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = read_models.status(store.as_ref()).await.unwrap();
+        if status[0].error.is_some() || tokio::time::Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert!(
         status[0]
             .error
@@ -121,6 +130,7 @@ async fn an_event_that_fails_stops_the_checkpoint_right_before_it_and_nothing_ha
         status[0].error
     );
     assert_eq!(status[0].lag, head - 6);
+    assert_eq!(checkpoint_of(&tree).unwrap(), 6, "and stays there");
 
     counter.heal();
     runner.wait_for(head, WAIT).await.unwrap();

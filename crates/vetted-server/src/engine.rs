@@ -122,12 +122,54 @@ impl Engine {
         }))
     }
 
+    /// Rebuilds the read models whose live rows an earlier version wrote in another layout,
+    /// before the runner applies new events to them (they could not be read meanwhile).
+    async fn rebuild_stale_layouts(&self) {
+        let stale = match self.read_models.stale_layouts() {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::error!(error = %e, "could not check the read models' row layouts");
+                return;
+            }
+        };
+        if stale.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            projections = ?stale,
+            "read models were written with an older row layout; rebuilding them before serving"
+        );
+        let mut progress = |_: vetted_projections::RebuildProgress| {};
+        match vetted_projections::rebuild(
+            &self.read_models,
+            self.store.as_ref(),
+            &stale,
+            &mut progress,
+        )
+        .await
+        {
+            Ok(reports) => {
+                for report in reports {
+                    tracing::info!(
+                        projection = %report.projection,
+                        generation = report.generation,
+                        checkpoint = report.checkpoint,
+                        elapsed_ms = report.elapsed_ms,
+                        "read model rebuilt in the current layout"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "rebuilding the read models failed"),
+        }
+    }
+
     /// Starts the projection runner and, when configured, the NATS publisher (idempotent).
     pub async fn start(self: &Arc<Self>) {
         let mut runner = self.runner.lock().await;
         if runner.is_some() {
             return;
         }
+        self.rebuild_stale_layouts().await;
         *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
         let directory = Arc::new(crate::registry::RegistryEndpoints::new(
             self.registry.clone(),
