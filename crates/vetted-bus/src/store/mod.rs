@@ -133,6 +133,27 @@ impl JetStreamStore {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match js.get_or_create_stream(stream_config.clone()).await {
+                // A replicated stream takes publishes only once its own group has a leader.
+                Ok(mut stream) if config.replicas > 1 => match stream.info().await {
+                    Ok(info)
+                        if info
+                            .cluster
+                            .as_ref()
+                            .is_some_and(|c| c.leader.is_some()) =>
+                    {
+                        break
+                    }
+                    _ if Instant::now() < deadline => {
+                        tracing::debug!("log stream has no leader yet; waiting");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        return Err(StoreError::Unavailable(format!(
+                            "JetStream stream {} has no leader; is a majority of the cluster up?",
+                            config.stream
+                        )))
+                    }
+                },
                 Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "log stream not ready yet; retrying");
