@@ -82,6 +82,11 @@ impl Recent {
         self.read().open_entries
     }
 
+    /// Whether the indexer is still writing the last sealed batch.
+    pub fn indexing(&self) -> bool {
+        self.read().sealed.is_some()
+    }
+
     /// Moves `open` to `sealed` for the indexer, unless a sealed batch is still being written.
     pub fn seal(&self) -> Option<Arc<HashMap<String, Run>>> {
         let mut runs = self.write();

@@ -201,8 +201,11 @@ impl Writer {
                 self.seal_queued(&mut queue, &mut group);
             }
             // The index and a new segment both want everything written so far to be durable.
-            let index_due = self.recent.open_entries() >= INDEX_EVERY_ENTRIES
-                || self.last_indexed.elapsed() >= INDEX_EVERY;
+            // (Not while the indexer still writes the last batch: nothing could be handed.)
+            let open = self.recent.open_entries();
+            let index_due = open > 0
+                && !self.recent.indexing()
+                && (open >= INDEX_EVERY_ENTRIES || self.last_indexed.elapsed() >= INDEX_EVERY);
             if index_due || self.trees.log.rotation_due() {
                 while self.in_flight > 0 {
                     self.await_verdict();
