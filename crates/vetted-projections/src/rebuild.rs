@@ -371,17 +371,9 @@ impl Workers {
     /// Closes the workers' queues and waits for their final commits; the first error wins.
     async fn finish(self) -> Result<(), ProjectionError> {
         drop(self.senders);
-        let mut outcome = Ok(());
-        for handle in self.handles {
-            let result = handle
-                .await
-                .map_err(|e| ProjectionError::Other(format!("rebuild worker failed: {e}")))
-                .and_then(|r| r);
-            if let (Ok(()), Err(e)) = (&outcome, result) {
-                outcome = Err(e);
-            }
-        }
-        outcome
+        join_all_first_error(self.handles, "rebuild worker")
+            .await
+            .map(drop)
     }
 }
 
@@ -511,17 +503,9 @@ impl Applying {
 
     /// Waits for every target; the first error wins (after all have finished).
     async fn finish(self) -> Result<(), ProjectionError> {
-        let mut outcome = Ok(());
-        for task in self.tasks {
-            let result = task
-                .await
-                .map_err(|e| ProjectionError::Other(format!("rebuild task failed: {e}")))
-                .and_then(|r| r);
-            if let (Ok(()), Err(e)) = (&outcome, result) {
-                outcome = Err(e);
-            }
-        }
-        outcome
+        join_all_first_error(self.tasks, "rebuild task")
+            .await
+            .map(drop)
     }
 }
 
@@ -558,4 +542,25 @@ async fn step(
     let (count, last) = (applying.count, applying.last);
     applying.finish().await?;
     Ok((count, last))
+}
+
+/// Waits for every task (so none is left running), then returns their results or the first
+/// error.
+async fn join_all_first_error<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, ProjectionError>>>,
+    what: &str,
+) -> Result<Vec<T>, ProjectionError> {
+    let mut outcome = Ok(Vec::with_capacity(tasks.len()));
+    for task in tasks {
+        let result = task
+            .await
+            .map_err(|e| ProjectionError::Other(format!("{what} failed: {e}")))
+            .and_then(|r| r);
+        match (&mut outcome, result) {
+            (Ok(done), Ok(value)) => done.push(value),
+            (Ok(_), Err(e)) => outcome = Err(e),
+            (Err(_), _) => {}
+        }
+    }
+    outcome
 }

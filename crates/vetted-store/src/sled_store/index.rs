@@ -17,6 +17,25 @@ use sled::{Batch, Tree};
 
 use crate::StoreError;
 
+/// Just what the index needs from a stored event: its stream and version.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Placement<'a> {
+    #[serde(borrow)]
+    pub stream_id: std::borrow::Cow<'a, str>,
+    pub stream_version: u64,
+}
+
+impl<'a> Placement<'a> {
+    /// Reads the placement of the event stored at `position` as `bytes`.
+    pub fn of(position: u64, bytes: &'a [u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            location: format!("event log, global position {position}"),
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// Key of the index checkpoint in the `stream_index` tree.
 pub(crate) const CHECKPOINT_KEY: &[u8] = &[0xFF];
 
@@ -44,6 +63,24 @@ struct RecentRuns {
     sealed: Option<Arc<HashMap<String, Run>>>,
 }
 
+impl RecentRuns {
+    fn add(&mut self, stream: &str, first_version: u64, positions: &[u64]) {
+        self.open_entries += positions.len();
+        match self.open.get_mut(stream) {
+            Some(run) => run.positions.extend_from_slice(positions),
+            None => {
+                self.open.insert(
+                    stream.to_string(),
+                    Run {
+                        first_version,
+                        positions: positions.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+}
+
 /// The in-memory part of the index, shared by the writer, the indexer and readers.
 #[derive(Clone, Default)]
 pub(crate) struct Recent {
@@ -61,19 +98,14 @@ impl Recent {
 
     /// Records that `stream`'s versions from `first_version` are at `positions`.
     pub fn add(&self, stream: &str, first_version: u64, positions: &[u64]) {
+        self.write().add(stream, first_version, positions);
+    }
+
+    /// Records a whole group's runs (stream, first version, positions) under one lock.
+    pub fn add_all(&self, group: &[(String, u64, Vec<u64>)]) {
         let mut runs = self.write();
-        runs.open_entries += positions.len();
-        match runs.open.get_mut(stream) {
-            Some(run) => run.positions.extend_from_slice(positions),
-            None => {
-                runs.open.insert(
-                    stream.to_string(),
-                    Run {
-                        first_version,
-                        positions: positions.to_vec(),
-                    },
-                );
-            }
+        for (stream, first_version, positions) in group {
+            runs.add(stream, *first_version, positions);
         }
     }
 

@@ -50,6 +50,17 @@ pub(crate) const MAX_GROUP_BYTES: usize = 256 * 1024 * 1024;
 /// Largest frame accepted when reading (an event is far smaller: request bodies are ≤ 1 MiB).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
+/// The length word and CRC of a frame or group header.
+fn parse_header(header: &[u8]) -> (u32, u32) {
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_be_bytes)
+    };
+    (word(0), word(4))
+}
+
 /// Appends one frame for `event` to `out`.
 pub(crate) fn put_frame(out: &mut Vec<u8>, event: &[u8]) {
     out.extend_from_slice(&(event.len() as u32).to_be_bytes());
@@ -204,8 +215,7 @@ fn scan(file: &File, first: u64) -> Result<Scan, std::io::Error> {
             // The room after the data (no group is empty).
             break None;
         }
-        let word = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let (word, crc) = parse_header(&header);
         if word & GROUP_FLAG == 0 {
             break Some((offset, "a frame outside any group".to_string()));
         }
@@ -748,14 +758,13 @@ impl Window {
             if header == [0u8; HEADER] {
                 return Ok(None);
             }
-            let word = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            let (word, crc) = parse_header(header);
             if word & GROUP_FLAG != 0 {
                 // A group starts here; its first frame follows the header.
                 offset += HEADER as u64;
                 continue;
             }
             let len = word as usize;
-            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_FRAME || !self.fill(offset, HEADER + len)? {
                 return Err(corrupt(
                     &self.path,

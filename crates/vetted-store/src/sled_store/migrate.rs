@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use super::index::{self, Run};
+use super::index::{self, Placement, Run};
 use super::log::{EventLog, GroupFrames};
 use crate::StoreError;
 
@@ -17,14 +15,6 @@ const OLD_EVENTS: &str = "events";
 const OLD_TREES: [&str; 3] = ["events", "streams", "stream_heads"];
 /// Events per batch written to the new log.
 const BATCH: usize = 1024;
-
-/// Just what the index needs from a stored event.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Placement {
-    stream_id: String,
-    stream_version: u64,
-}
 
 /// Converts a version 1 layout if `db` holds one, returning the log it wrote to `log_dir`.
 pub(crate) fn from_v1(
@@ -86,7 +76,7 @@ pub(crate) fn from_v1(
             }
             batch.push(&value);
             last = position;
-            let stream_runs = runs.entry(placement.stream_id).or_default();
+            let stream_runs = runs.entry(placement.stream_id.into_owned()).or_default();
             match stream_runs.last_mut() {
                 Some(run)
                     if run.first_version + run.positions.len() as u64

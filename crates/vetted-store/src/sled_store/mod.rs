@@ -227,23 +227,11 @@ fn recover(trees: &Trees, recent: &Recent) -> Result<u64, StoreError> {
             ),
         });
     }
-    // Just what the index needs from each event.
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Placement<'a> {
-        #[serde(borrow)]
-        stream_id: std::borrow::Cow<'a, str>,
-        stream_version: u64,
-    }
     let mut read_back = 0usize;
     trees
         .log
         .for_each_from(checkpoint + 1, last_position, |position, bytes| {
-            let placement: Placement =
-                serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-                    location: format!("event log, global position {position}"),
-                    reason: e.to_string(),
-                })?;
+            let placement = index::Placement::of(position, bytes)?;
             recent.add(&placement.stream_id, placement.stream_version, &[position]);
             read_back += 1;
             Ok(true)
@@ -259,7 +247,7 @@ fn recover(trees: &Trees, recent: &Recent) -> Result<u64, StoreError> {
 
 /// The events at `positions` (ascending `(version, position)`), each checked against the
 /// index entry that led to it.
-fn events_at(
+pub(crate) fn events_at(
     log: &EventLog,
     stream: &str,
     positions: &[(u64, u64)],

@@ -12,7 +12,7 @@ use sled::Tree;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::index::{self, Recent, Run};
-use super::log::{self, EventLog, GroupFrames, Reservation};
+use super::log::{EventLog, GroupFrames, Reservation};
 use crate::sealing::{self, StreamHead};
 use crate::{chain, AppendResult, ExpectedVersion, NewEvent, StoreError};
 
@@ -294,24 +294,15 @@ impl Writer {
             return Ok(None);
         };
         // A stream missing from `heads` was not appended to since opening: its head is on disk.
-        let Some(bytes) = self.trees.log.bytes_at(position)? else {
-            return Err(StoreError::Corrupt {
+        // `events_at` checks the event is the one the index names (or says what is wrong).
+        let event = super::events_at(&self.trees.log, stream, &[(version, position)])?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt {
                 location: format!("event log, global position {position}"),
                 reason: format!(
-                    "stream {stream} indexes this position but no event is stored there"
+                    "stream {stream} indexes this position but nothing is stored there"
                 ),
-            });
-        };
-        let event = log::decode_event(position, &bytes)?;
-        if (event.stream_id.as_str(), event.stream_version) != (stream, version) {
-            return Err(StoreError::Corrupt {
-                location: format!("event log, global position {position}"),
-                reason: format!(
-                    "the stream index says {stream} version {version}, the log holds {} version {}",
-                    event.stream_id, event.stream_version
-                ),
-            });
-        }
+            })?;
         Ok(Some(StreamHead {
             version: event.stream_version,
             hash: event.hash,
@@ -418,9 +409,7 @@ impl Writer {
         };
         self.written_upto = frames.first_position + frames.count - 1;
         // Readers filter by the durable head, so they see these entries only once acknowledged.
-        for (stream, first_version, positions) in &runs {
-            self.recent.add(stream, *first_version, positions);
-        }
+        self.recent.add_all(&runs);
         let seq = self.next_seq;
         self.next_seq += 1;
         let handed = self.flushes.as_ref().map(|flushes| {
