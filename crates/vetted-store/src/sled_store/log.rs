@@ -14,7 +14,9 @@
 //!
 //! Lookups: each segment keeps in memory a mark (position, byte offset) at the start of every
 //! group and at least every [`MARK_EVERY_BYTES`], so a read starts at most that many bytes
-//! before what it wants. Marks are rebuilt on open by scanning the segments.
+//! before what it wants. Marks are rebuilt on open by scanning the last segment; a closed
+//! segment is scanned once and its marks kept in the stream index tree (key `0xFE` + its first
+//! position, with a CRC), so an open does not read the whole log again.
 //!
 //! Crash safety: a group is acknowledged only once its write is durable, so only the tail
 //! written after that can be torn. On open, the last segment is scanned and cut at the first
@@ -157,6 +159,53 @@ struct Segment {
 pub(crate) struct EventLog {
     dir: PathBuf,
     segments: RwLock<Vec<Segment>>,
+    /// Where the marks of closed segments are kept, so an open does not scan them again.
+    summaries: Option<sled::Tree>,
+}
+
+/// Key of a closed segment's summary: `0xFE` (never the start of a UTF-8 stream id, so it can
+/// share the stream index tree) and the segment's first position.
+fn summary_key(first: u64) -> [u8; 9] {
+    let mut key = [0xFE; 9];
+    key[1..].copy_from_slice(&first.to_be_bytes());
+    key
+}
+
+/// A closed segment's scan result: end, next position and marks, with a CRC of them all.
+fn encode_summary(end: u64, next: u64, marks: &[(u64, u64)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(20 + marks.len() * 16);
+    bytes.extend_from_slice(&end.to_be_bytes());
+    bytes.extend_from_slice(&next.to_be_bytes());
+    for (position, offset) in marks {
+        bytes.extend_from_slice(&position.to_be_bytes());
+        bytes.extend_from_slice(&offset.to_be_bytes());
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// The summary stored for a segment, if it is there, whole, and fits a file of `len` bytes.
+fn decode_summary(bytes: &[u8], len: u64) -> Option<Scan> {
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if crc32fast::hash(body) != u32::from_be_bytes(*crc) || body.len() < 16 || body.len() % 16 != 0
+    {
+        return None;
+    }
+    let words: Vec<u64> = body
+        .chunks_exact(8)
+        .filter_map(|w| <[u8; 8]>::try_from(w).ok().map(u64::from_be_bytes))
+        .collect();
+    let (end, next) = (words[0], words[1]);
+    if end > len {
+        return None;
+    }
+    Some(Scan {
+        marks: words[2..].chunks_exact(2).map(|m| (m[0], m[1])).collect(),
+        end,
+        next,
+        bad: None,
+    })
 }
 
 fn io_error(what: String, e: std::io::Error) -> StoreError {
@@ -299,7 +348,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl EventLog {
     /// Opens the segments in `dir` (creating it), cutting a torn tail off the last one.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    ///
+    /// Closed segments are scanned only the first time: their marks are then kept in
+    /// `summaries` (when given), and later opens read them from there.
+    pub fn open(dir: &Path, summaries: Option<sled::Tree>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io_error(format!("could not create {}", dir.display()), e))?;
         let mut firsts = Vec::new();
@@ -327,8 +379,31 @@ impl EventLog {
                 .custom_flags(libc::O_DSYNC)
                 .open(&path)
                 .map_err(|e| io_error(format!("could not open {}", path.display()), e))?;
-            let found = scan(&file, first)
-                .map_err(|e| io_error(format!("could not read {}", path.display()), e))?;
+            let closed = i + 1 < count;
+            let len = file
+                .metadata()
+                .map_err(|e| io_error(format!("could not stat {}", path.display()), e))?
+                .len();
+            let summary = match (&summaries, closed) {
+                (Some(tree), true) => tree
+                    .get(summary_key(first))?
+                    .and_then(|bytes| decode_summary(&bytes, len)),
+                _ => None,
+            };
+            let found = match summary {
+                Some(found) => found,
+                None => {
+                    let found = scan(&file, first)
+                        .map_err(|e| io_error(format!("could not read {}", path.display()), e))?;
+                    if let (Some(tree), true, None) = (&summaries, closed, &found.bad) {
+                        tree.insert(
+                            summary_key(first),
+                            encode_summary(found.end, found.next, &found.marks),
+                        )?;
+                    }
+                    found
+                }
+            };
             if let Some(previous) = segments.last() {
                 if previous.next != first {
                     return Err(corrupt(
@@ -342,7 +417,7 @@ impl EventLog {
                     ));
                 }
             }
-            if i + 1 < count {
+            if closed {
                 if let Some((offset, reason)) = &found.bad {
                     return Err(corrupt(&path, *offset, reason.clone()));
                 }
@@ -354,10 +429,8 @@ impl EventLog {
                     found.bad.as_ref().map(|b| b.1.as_str()),
                 )?;
             }
-            let allocated = file
-                .metadata()
-                .map_err(|e| io_error(format!("could not stat {}", path.display()), e))?
-                .len();
+            // The last segment now ends where its data does (`settle_tail`).
+            let allocated = if closed { len } else { found.end };
             segments.push(Segment {
                 first,
                 path,
@@ -373,6 +446,7 @@ impl EventLog {
         Ok(EventLog {
             dir: dir.to_path_buf(),
             segments: RwLock::new(segments),
+            summaries,
         })
     }
 
@@ -421,6 +495,13 @@ impl EventLog {
             .last()
             .is_none_or(|last| last.reserved >= SEGMENT_BYTES);
         if full {
+            // The writer let every group of the last segment finish: it is closed for good.
+            if let (Some(tree), Some(last)) = (&self.summaries, segments.last()) {
+                tree.insert(
+                    summary_key(last.first),
+                    encode_summary(last.end, last.next, &last.marks),
+                )?;
+            }
             let path = self.dir.join(segment_name(group.first_position));
             let file = OpenOptions::new()
                 .read(true)
@@ -650,6 +731,9 @@ impl EventLog {
         segment.file.set_len(0).map_err(io)?;
         segment.file.write_all_at(&rewritten, 0).map_err(io)?;
         segment.file.sync_data().map_err(io)?;
+        if let Some(tree) = &self.summaries {
+            tree.remove(summary_key(segment.first))?;
+        }
         let found = scan(&segment.file, segment.first).map_err(io)?;
         segment.marks = found.marks;
         segment.end = found.end;
@@ -838,7 +922,7 @@ mod tests {
             .map(|i| vec![(i % 251) as u8; 100 + i as usize])
             .collect();
         {
-            let log = EventLog::open(dir.path()).expect("open");
+            let log = EventLog::open(dir.path(), None).expect("open");
             log.append(&group(1, &events[..150])).expect("append");
             log.append(&group(151, &events[150..])).expect("append");
             assert_eq!(log.last_position(), 200);
@@ -869,7 +953,7 @@ mod tests {
         file.write_all_at(&[7u8; 10], len + 1000).expect("write");
         drop(file);
 
-        let log = EventLog::open(dir.path()).expect("reopen");
+        let log = EventLog::open(dir.path(), None).expect("reopen");
         assert_eq!(log.last_position(), 200);
         let read: Vec<Vec<u8>> = all(&log).into_iter().map(|(_, b)| b).collect();
         assert_eq!(read, events);
@@ -891,7 +975,7 @@ mod tests {
         let first = group(1, &[vec![1u8; 50]]);
         let second = group(2, &[vec![2u8; 50], vec![3u8; 50], vec![4u8; 50]]);
         {
-            let log = EventLog::open(dir.path()).expect("open");
+            let log = EventLog::open(dir.path(), None).expect("open");
             log.append(&first).expect("append");
         }
         // The crash: the next group's header and first two frames reached the disk, not the
@@ -902,7 +986,7 @@ mod tests {
             .expect("write");
         drop(file);
 
-        let log = EventLog::open(dir.path()).expect("reopen");
+        let log = EventLog::open(dir.path(), None).expect("reopen");
         assert_eq!(
             log.last_position(),
             1,
@@ -919,9 +1003,61 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_segment_is_scanned_once_and_its_summary_read_on_later_opens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let summaries = db.open_tree("stream_index").expect("tree");
+        let big = vec![vec![1u8; 1024 * 1024]; 40];
+        {
+            let log = EventLog::open(dir.path(), Some(summaries.clone())).expect("open");
+            log.append(&group(1, &big)).expect("append");
+            log.append(&group(41, &big)).expect("append");
+            log.append(&group(81, &big[..1])).expect("append");
+        }
+        let stored = summaries
+            .get(summary_key(1))
+            .expect("read")
+            .expect("written when the segment was closed");
+        let len = std::fs::metadata(dir.path().join(segment_name(1)))
+            .expect("stat")
+            .len();
+        let summary = decode_summary(&stored, len).expect("whole");
+        assert_eq!(
+            (summary.end, summary.next),
+            (80 * (1024 * 1024 + 8) + 16, 81)
+        );
+        assert!(
+            summaries.get(summary_key(81)).expect("read").is_none(),
+            "the last is open"
+        );
+
+        let log = EventLog::open(dir.path(), Some(summaries.clone())).expect("reopen");
+        assert_eq!(
+            log.bytes_at(40).expect("read").map(|b| b.len()),
+            Some(1024 * 1024)
+        );
+        assert_eq!(all(&log).len(), 81);
+        drop(log);
+
+        // A damaged summary is not trusted: the segment is scanned again and it is rewritten.
+        summaries
+            .insert(summary_key(1), &b"not a summary"[..])
+            .expect("damage");
+        let log = EventLog::open(dir.path(), Some(summaries.clone())).expect("reopen");
+        assert_eq!(all(&log).len(), 81);
+        assert_eq!(
+            summaries
+                .get(summary_key(1))
+                .expect("read")
+                .map(|v| v.to_vec()),
+            Some(stored.to_vec())
+        );
+    }
+
+    #[test]
     fn a_full_segment_is_followed_by_a_new_file() {
         let dir = tempfile::tempdir().expect("dir");
-        let log = EventLog::open(dir.path()).expect("open");
+        let log = EventLog::open(dir.path(), None).expect("open");
         let big = vec![vec![1u8; 1024 * 1024]; 40];
         log.append(&group(1, &big)).expect("append");
         log.append(&group(41, &big)).expect("append");
@@ -929,7 +1065,7 @@ mod tests {
         let files = std::fs::read_dir(dir.path()).expect("list").count();
         assert_eq!(files, 2, "the third group starts a second segment");
         drop(log);
-        let log = EventLog::open(dir.path()).expect("reopen");
+        let log = EventLog::open(dir.path(), None).expect("reopen");
         assert_eq!(log.last_position(), 81);
         assert_eq!(
             log.bytes_at(81).expect("read").map(|b| b.len()),

@@ -39,7 +39,7 @@ pub(crate) fn from_v1(
         remove_segments(log_dir)?;
         index_tree.clear()?;
     }
-    let log = EventLog::open(log_dir)?;
+    let log = EventLog::open(log_dir, Some(index_tree.clone()))?;
     if !old.is_empty() {
         let mut runs: HashMap<String, Vec<Run>> = HashMap::new();
         let mut batch = GroupFrames::new(1);

@@ -164,7 +164,7 @@ impl SledStore {
         let index = db.open_tree("stream_index")?;
         let log = match migrate::from_v1(&db, &index, &log_dir)? {
             Some(log) => log,
-            None => EventLog::open(&log_dir)?,
+            None => EventLog::open(&log_dir, Some(index.clone()))?,
         };
         let trees = Trees {
             log: Arc::new(log),
