@@ -5,6 +5,9 @@
 //! decisions), appended to a `MemoryStore`, then rebuilt into a fresh sled database per run.
 //! `VETTED_BENCH_SOURCE=sled` copies the log into a `SledStore` first and rebuilds from it.
 //! `VETTED_BENCH_REBUILD_ONLY=1` runs only the single timed rebuild (for profiling).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,6 +129,7 @@ fn bench_rebuild(c: &mut Criterion) {
         }
         _ => Arc::new(store),
     };
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let reports = runtime
         .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |_| {}))
@@ -135,6 +139,13 @@ fn bench_rebuild(c: &mut Criterion) {
         "single run: rebuild of {names:?} from {head} events: {:.2}s = {:.0} events/s",
         took.as_secs_f64(),
         head as f64 / took.as_secs_f64()
+    );
+    let cpu = process_cpu() - cpu_before;
+    eprintln!(
+        "  CPU {:.2}s ({:.1} µs per event, {:.2} cores busy)",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / head as f64,
+        cpu.as_secs_f64() / took.as_secs_f64()
     );
     for r in &reports {
         eprintln!("  {}: {} rows", r.projection, r.digest.rows);
@@ -168,6 +179,24 @@ fn bench_rebuild(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (Linux;
+/// zero elsewhere).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name and state.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // The kernel's USER_HZ is 100 on every Linux we run on.
+    Duration::from_millis(ticks * 10)
 }
 
 fn rebuild_only() -> bool {
