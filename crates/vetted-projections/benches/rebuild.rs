@@ -5,6 +5,7 @@
 //! decisions), appended to a `MemoryStore`, then rebuilt into a fresh sled database per run.
 //! `VETTED_BENCH_SOURCE=sled` copies the log into a `SledStore` first and rebuilds from it.
 //! `VETTED_BENCH_REBUILD_ONLY=1` runs only the single timed rebuild (for profiling).
+//! Allocates with mimalloc, like the `vetted` binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -190,7 +191,8 @@ fn process_cpu() -> Duration {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name and state.
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 here, where the
+    // state (field 3) is index 0.
     let ticks: u64 = [11, 12]
         .iter()
         .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
