@@ -241,7 +241,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
 pub async fn serve(config: Config) -> Result<(), EngineError> {
     let listen = config.listen.clone();
     let engine = Engine::open(config).await?;
-    engine.start().await;
+    engine.start().await?;
     if let Some((app, secrets, flow)) = engine.bootstrap().await? {
         // Printed once, to stdout, never logged.
         println!("Created the default application and flow (keys are shown only now):");

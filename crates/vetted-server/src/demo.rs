@@ -79,7 +79,7 @@ pub async fn run(data_dir: Option<std::path::PathBuf>) -> CliResult {
     let dir = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
     println!("Vetted demo on {}", dir.display());
     let engine = open_offline(Config::for_data_dir(&dir)).await?;
-    engine.start().await;
+    engine.start().await?;
     let app = match engine.bootstrap().await? {
         Some((app, _, flow)) => {
             println!(

@@ -123,53 +123,53 @@ impl Engine {
     }
 
     /// Rebuilds the read models whose live rows an earlier version wrote in another layout,
-    /// before the runner applies new events to them (they could not be read meanwhile).
-    async fn rebuild_stale_layouts(&self) {
-        let stale = match self.read_models.stale_layouts() {
-            Ok(stale) => stale,
-            Err(e) => {
-                tracing::error!(error = %e, "could not check the read models' row layouts");
-                return;
-            }
-        };
+    /// before the runner applies new events to them (they could not be read meanwhile). The
+    /// node is not listening yet, so progress goes to the log every 10 seconds.
+    async fn rebuild_stale_layouts(&self) -> Result<(), EngineError> {
+        let stale = self.read_models.stale_layouts()?;
         if stale.is_empty() {
-            return;
+            return Ok(());
         }
         tracing::warn!(
             projections = ?stale,
             "read models were written with an older row layout; rebuilding them before serving"
         );
-        let mut progress = |_: vetted_projections::RebuildProgress| {};
-        match vetted_projections::rebuild(
+        let mut logged = std::time::Instant::now();
+        let mut progress = |p: vetted_projections::RebuildProgress| {
+            if logged.elapsed() >= std::time::Duration::from_secs(10) {
+                logged = std::time::Instant::now();
+                tracing::info!(done = p.done, total = p.total, "rebuilding read models");
+            }
+        };
+        let reports = vetted_projections::rebuild(
             &self.read_models,
             self.store.as_ref(),
             &stale,
             &mut progress,
         )
-        .await
-        {
-            Ok(reports) => {
-                for report in reports {
-                    tracing::info!(
-                        projection = %report.projection,
-                        generation = report.generation,
-                        checkpoint = report.checkpoint,
-                        elapsed_ms = report.elapsed_ms,
-                        "read model rebuilt in the current layout"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "rebuilding the read models failed"),
+        .await?;
+        for report in reports {
+            tracing::info!(
+                projection = %report.projection,
+                generation = report.generation,
+                checkpoint = report.checkpoint,
+                elapsed_ms = report.elapsed_ms,
+                "read model rebuilt in the current layout"
+            );
         }
+        Ok(())
     }
 
     /// Starts the projection runner and, when configured, the NATS publisher (idempotent).
-    pub async fn start(self: &Arc<Self>) {
+    ///
+    /// Fails, serving nothing, when a read model written in an older row layout cannot be
+    /// rebuilt: its rows could not be read.
+    pub async fn start(self: &Arc<Self>) -> Result<(), EngineError> {
         let mut runner = self.runner.lock().await;
         if runner.is_some() {
-            return;
+            return Ok(());
         }
-        self.rebuild_stale_layouts().await;
+        self.rebuild_stale_layouts().await?;
         *runner = Some(Runner::start(self.read_models.clone(), self.store.clone()));
         let directory = Arc::new(crate::registry::RegistryEndpoints::new(
             self.registry.clone(),
@@ -188,6 +188,7 @@ impl Engine {
             let task = tokio::spawn(publish_to_nats(self.clone(), url));
             self.background.lock().await.push(task);
         }
+        Ok(())
     }
 
     /// A future that completes when the engine is asked to stop.

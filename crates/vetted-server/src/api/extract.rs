@@ -29,6 +29,26 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The application whose private key is the request's bearer token (`None`: no token, or
+/// not an application's key). Looked up once per request: the answer is kept in the request's
+/// extensions for the next extractor that asks ([`Tenant`], then [`RequestMeta`]).
+fn application(parts: &mut Parts, state: &AppState) -> Result<Option<Application>, ApiError> {
+    #[derive(Clone)]
+    struct Authorised(Option<Application>);
+
+    if let Some(Authorised(app)) = parts.extensions.get::<Authorised>() {
+        return Ok(app.clone());
+    }
+    let app = match bearer(parts) {
+        Some(token) => state
+            .registry
+            .application_by_key_hash(&keys::hash_private_key(token))?,
+        None => None,
+    };
+    parts.extensions.insert(Authorised(app.clone()));
+    Ok(app)
+}
+
 /// The application whose private key authorised the request.
 #[derive(Clone)]
 pub struct Tenant(pub Application);
@@ -40,13 +60,9 @@ impl FromRequestParts<AppState> for Tenant {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = keys::hash_private_key(token);
-        let app = state
-            .registry
-            .application_by_key_hash(&hash)?
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(Tenant(app))
+        application(parts, state)?
+            .map(Tenant)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -115,15 +131,10 @@ impl FromRequestParts<AppState> for RequestMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let (kind, id) = match bearer(parts) {
-            Some(token) => match state
-                .registry
-                .application_by_key_hash(&keys::hash_private_key(token))?
-            {
-                Some(app) => (ActorKind::Api, Some(app.app_key.to_string())),
-                None => (ActorKind::Admin, Some("admin".to_string())),
-            },
-            None => (ActorKind::Api, None),
+        let (kind, id) = match (bearer(parts).is_some(), application(parts, state)?) {
+            (_, Some(app)) => (ActorKind::Api, Some(app.app_key.to_string())),
+            (true, None) => (ActorKind::Admin, Some("admin".to_string())),
+            (false, None) => (ActorKind::Api, None),
         };
         let actor = crate::actor::from_request(kind, id, &parts.headers, peer);
         let correlation_id = parts

@@ -28,7 +28,7 @@ impl TestServer {
         config.admin_token = Some(ADMIN.into());
         adjust(&mut config);
         let engine = Engine::open(config).await.expect("engine opens");
-        engine.start().await;
+        engine.start().await.expect("engine starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
