@@ -363,6 +363,27 @@ pub(crate) fn from_tagged_payload<T: EventCodec>(
             reason: format!("the payload is {payload}, not a JSON object"),
         });
     };
+    if schema_version == current && !object.contains_key("type") {
+        // Today's shape, nothing to upcast: read the payload in place, its type presented as
+        // the tag, instead of deep-copying it to add one. A payload that does not read so
+        // goes the copying way below, which gives the canonical error.
+        let tagged = tagged::Payload {
+            tag: event_type,
+            map: object,
+        };
+        if let Ok(event) = T::deserialize(tagged) {
+            return Ok(event);
+        }
+    }
+    from_copied_payload(event_type, schema_version, object)
+}
+
+/// Reads a payload object by copying it, upcast, with its type added as the `type` tag.
+fn from_copied_payload<T: EventCodec>(
+    event_type: &str,
+    schema_version: u32,
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, DomainError> {
     let mut object = upcast(event_type, schema_version, object.clone());
     object.insert(
         "type".to_string(),
@@ -372,6 +393,80 @@ pub(crate) fn from_tagged_payload<T: EventCodec>(
         event_type: event_type.to_string(),
         reason: e.to_string(),
     })
+}
+
+/// A payload object read as if it held `"type": <event type>` first, borrowing every value.
+mod tagged {
+    use serde::de::value::BorrowedStrDeserializer;
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    pub(super) struct Payload<'a> {
+        pub(super) tag: &'a str,
+        pub(super) map: &'a Map<String, Value>,
+    }
+
+    impl<'de> Deserializer<'de> for Payload<'de> {
+        type Error = serde_json::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            visitor.visit_map(Entries {
+                tag: Some(self.tag),
+                entries: self.map.iter(),
+                value: None,
+            })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            enum identifier ignored_any
+        }
+    }
+
+    struct Entries<'de> {
+        /// The tag, until its key is read.
+        tag: Option<&'de str>,
+        entries: serde_json::map::Iter<'de>,
+        /// The value of the key just read.
+        value: Option<Next<'de>>,
+    }
+
+    enum Next<'de> {
+        Tag(&'de str),
+        Value(&'de Value),
+    }
+
+    impl<'de> MapAccess<'de> for Entries<'de> {
+        type Error = serde_json::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Self::Error> {
+            let (key, next) = match self.tag.take() {
+                Some(tag) => ("type", Next::Tag(tag)),
+                None => match self.entries.next() {
+                    Some((key, value)) => (key.as_str(), Next::Value(value)),
+                    None => return Ok(None),
+                },
+            };
+            self.value = Some(next);
+            seed.deserialize(BorrowedStrDeserializer::new(key))
+                .map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Self::Error> {
+            match self.value.take() {
+                Some(Next::Tag(tag)) => seed.deserialize(BorrowedStrDeserializer::new(tag)),
+                Some(Next::Value(value)) => seed.deserialize(value),
+                None => Err(serde::de::Error::custom("a value asked for before its key")),
+            }
+        }
+    }
 }
 
 /// Brings an old payload to today's shape. Every event type is still at version 1, so there is
@@ -389,6 +484,54 @@ fn upcast(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn payloads_are_read_in_place_and_odd_ones_as_the_copying_way_reads_them() {
+        use crate::testing::*;
+        let events = [
+            created(kyc_basic()),
+            started(),
+            passed(StepType::Liveness, 1, json!({"score": 0.9})),
+            failed(StepType::DocumentCheck, 1, Some(3), false, "glare"),
+            warning_raised(1, "DOCUMENT_EXPIRED"),
+            assigned("rev-1"),
+            approved(Some("rev-1")),
+            declined("rev-1", "fraud"),
+        ];
+        for event in events {
+            let payload = event.to_payload();
+            let tagged = tagged::Payload {
+                tag: event.event_type(),
+                map: payload.as_object().expect("an object"),
+            };
+            // Read in place, not through the copying fallback.
+            assert_eq!(
+                ApplicantEvent::deserialize(tagged).ok(),
+                Some(event.clone())
+            );
+            assert_eq!(
+                ApplicantEvent::from_payload(event.event_type(), 1, &payload),
+                Ok(event)
+            );
+        }
+        // What the in-place read does not take gives the copying way's answer.
+        let odd = [
+            json!({"step": "aml", "attempt": 1, "type": "x"}),
+            json!({"step": "nope", "attempt": 1}),
+            json!({"attempt": 1}),
+        ];
+        for payload in odd {
+            let copied = from_copied_payload::<ApplicantEvent>(
+                "StepPassed",
+                1,
+                payload.as_object().expect("an object"),
+            );
+            assert_eq!(
+                ApplicantEvent::from_payload("StepPassed", 1, &payload).map_err(|e| e.to_string()),
+                copied.map_err(|e| e.to_string())
+            );
+        }
+    }
 
     #[test]
     fn payloads_have_no_type_key_and_round_trip() {

@@ -192,10 +192,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn opt_string(&mut self) -> Result<Option<String>, ProjectionError> {
-        match self.varint()? {
-            0 => Ok(None),
-            n => self.utf8(n - 1).map(|s| Some(s.to_string())),
-        }
+        Ok(self.opt_str()?.map(str::to_string))
     }
 
     pub(crate) fn uuid(&mut self) -> Result<Uuid, ProjectionError> {

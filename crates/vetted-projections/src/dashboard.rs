@@ -131,19 +131,8 @@ impl RowCodec for Tracked {
 fn day_of(t: DateTime<Utc>) -> String {
     use chrono::Datelike;
     let date = t.date_naive();
-    match u32::try_from(date.year()) {
-        Ok(year) if year <= 9999 => {
-            let mut out = String::with_capacity(10);
-            for (n, width) in [(year, 4), (date.month(), 2), (date.day(), 2)] {
-                if !out.is_empty() {
-                    out.push('-');
-                }
-                let digits = n.to_string();
-                out.extend(std::iter::repeat_n('0', width - digits.len().min(width)));
-                out.push_str(&digits);
-            }
-            out
-        }
+    match date.year() {
+        year @ 0..=9999 => format!("{year:04}-{:02}-{:02}", date.month(), date.day()),
         _ => date.format("%Y-%m-%d").to_string(),
     }
 }

@@ -43,14 +43,7 @@ impl Generations {
     /// The live generation of `name` (0 for a projection never rebuilt).
     pub fn live(&self, name: &str) -> Result<u64, ProjectionError> {
         Ok(match self.meta.get(name.as_bytes())? {
-            Some(v) => {
-                let bytes: [u8; 8] =
-                    v.as_ref().try_into().map_err(|_| ProjectionError::Decode {
-                        key: format!("{META_TREE}/{name}"),
-                        reason: format!("expected an 8-byte generation, found {} bytes", v.len()),
-                    })?;
-                u64::from_be_bytes(bytes)
-            }
+            Some(v) => u64::from_be_bytes(fixed(&v, || format!("{META_TREE}/{name}"))?),
             None => 0,
         })
     }
@@ -106,14 +99,9 @@ impl Generations {
     /// recorded, i.e. written before layouts were recorded: layout 1).
     pub fn layout(&self, name: &str, generation: u64) -> Result<Option<u32>, ProjectionError> {
         match self.meta.get(layout_key(name, generation))? {
-            Some(v) => {
-                let bytes: [u8; 4] =
-                    v.as_ref().try_into().map_err(|_| ProjectionError::Decode {
-                        key: format!("{META_TREE}/layout/{name}/g{generation}"),
-                        reason: format!("expected a 4-byte layout, found {} bytes", v.len()),
-                    })?;
-                Ok(Some(u32::from_be_bytes(bytes)))
-            }
+            Some(v) => Ok(Some(u32::from_be_bytes(fixed(&v, || {
+                format!("{META_TREE}/layout/{name}/g{generation}")
+            })?))),
             None => Ok(None),
         }
     }
@@ -136,4 +124,15 @@ impl Generations {
         self.meta.remove(layout_key(name, generation))?;
         Ok(())
     }
+}
+
+/// A meta value of exactly `N` bytes (a big-endian number); `key` names it in the error.
+fn fixed<const N: usize>(
+    value: &[u8],
+    key: impl FnOnce() -> String,
+) -> Result<[u8; N], ProjectionError> {
+    value.try_into().map_err(|_| ProjectionError::Decode {
+        key: key(),
+        reason: format!("expected {N} bytes, found {}", value.len()),
+    })
 }

@@ -132,7 +132,7 @@ impl ReadModels {
         let generation = self.generations.live(name)?;
         let tree = self.generations.tree(name, generation)?;
         let checkpoint = checkpoint_of(&tree)?;
-        if tree.is_empty() && self.generations.layout(name, generation)?.is_none() {
+        if tree.is_empty() {
             // Nothing written yet: it will be written with this layout.
             self.generations
                 .set_layout(name, generation, projection.layout())?;

@@ -371,9 +371,7 @@ impl Workers {
     /// Closes the workers' queues and waits for their final commits; the first error wins.
     async fn finish(self) -> Result<(), ProjectionError> {
         drop(self.senders);
-        join_all_first_error(self.handles, "rebuild worker")
-            .await
-            .map(drop)
+        join_all_first_error(self.handles, "rebuild worker").await
     }
 }
 
@@ -463,12 +461,7 @@ fn decode_all(events: &[vetted_store::RecordedEvent]) -> Vec<Option<ApplicantEve
             e.stream_id
                 .starts_with("applicant-")
                 .then(|| {
-                    crate::applicant_view::decode_payload(
-                        &e.event_type,
-                        e.schema_version,
-                        &e.payload,
-                    )
-                    .ok()
+                    ApplicantEvent::from_payload(&e.event_type, e.schema_version, &e.payload).ok()
                 })
                 .flatten()
         })
@@ -503,9 +496,7 @@ impl Applying {
 
     /// Waits for every target; the first error wins (after all have finished).
     async fn finish(self) -> Result<(), ProjectionError> {
-        join_all_first_error(self.tasks, "rebuild task")
-            .await
-            .map(drop)
+        join_all_first_error(self.tasks, "rebuild task").await
     }
 }
 
@@ -544,22 +535,19 @@ async fn step(
     Ok((count, last))
 }
 
-/// Waits for every task (so none is left running), then returns their results or the first
-/// error.
+/// Waits for every task (so none is left running); the first error wins.
 async fn join_all_first_error<T>(
     tasks: Vec<tokio::task::JoinHandle<Result<T, ProjectionError>>>,
     what: &str,
-) -> Result<Vec<T>, ProjectionError> {
-    let mut outcome = Ok(Vec::with_capacity(tasks.len()));
+) -> Result<(), ProjectionError> {
+    let mut outcome = Ok(());
     for task in tasks {
         let result = task
             .await
             .map_err(|e| ProjectionError::Other(format!("{what} failed: {e}")))
             .and_then(|r| r);
-        match (&mut outcome, result) {
-            (Ok(done), Ok(value)) => done.push(value),
-            (Ok(_), Err(e)) => outcome = Err(e),
-            (Err(_), _) => {}
+        if let (Ok(()), Err(e)) = (&outcome, result) {
+            outcome = Err(e);
         }
     }
     outcome

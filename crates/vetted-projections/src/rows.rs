@@ -58,12 +58,15 @@ pub(crate) trait RowCodec: Sized + Send + 'static {
     fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError>;
 }
 
-fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
+pub(crate) fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
     serde_json::to_vec(value)
         .map_err(|e| ProjectionError::Other(format!("row could not be encoded: {e}")))
 }
 
-fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+pub(crate) fn decode_json<T: DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, ProjectionError> {
     serde_json::from_slice(bytes).map_err(|e| ProjectionError::Decode {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -198,14 +201,10 @@ impl<'a> Rows<'a> {
     /// one batch extend the pending value in place, so a row that grows by one record per
     /// event is read once and written once per batch.
     pub fn append(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), ProjectionError> {
-        if let Some(Some(value)) = self.pending.get_mut(key) {
+        self.append_with(key, |value| {
             value.extend_from_slice(bytes);
-            return Ok(());
-        }
-        let mut value = self.get(key)?.unwrap_or_default();
-        value.extend_from_slice(bytes);
-        self.put(key.to_vec(), value);
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Like [`Rows::append`], with `f` appending to the row's current value (empty if absent),
