@@ -113,6 +113,11 @@ impl From<StoreError> for ApiError {
             StoreError::WrongExpectedVersion {
                 actual, expected, ..
             } => ApiError::version_conflict(actual, format!("{expected:?}")),
+            StoreError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
             StoreError::Unavailable(_) | StoreError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -18,6 +18,14 @@ pub enum StoreError {
     /// Stored bytes could not be decoded: the store is damaged (run `vetted audit verify`).
     #[error("corrupt stored event at {location}: {reason}")]
     Corrupt { location: String, reason: String },
+    /// An append too large for the store to keep (an event, or all events of one append):
+    /// split it, or store large documents elsewhere and append a reference.
+    #[error("{what} of {bytes} bytes is larger than the event store's limit of {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     /// The store is shutting down or its writer has stopped.
     #[error("event store is closed")]
     Closed,

@@ -163,7 +163,7 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
 }
 
 #[tokio::test]
-async fn an_event_larger_than_a_log_chunk_is_stored_in_pieces_and_reads_back_whole() {
+async fn an_event_larger_than_a_read_window_reads_back_whole() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut big = step_passed(0);
     big.payload = serde_json::json!({ "step": "questionnaire", "answers": "x".repeat(100_000) });
@@ -206,6 +206,46 @@ async fn an_event_larger_than_a_log_chunk_is_stored_in_pieces_and_reads_back_who
         store.read_stream("applicant-a", 1, 1).await.expect("read"),
         written[1..2].to_vec()
     );
+    assert!(verify(&store).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_the_log_is_refused_and_its_append_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let mut huge = step_passed(1);
+    huge.payload = serde_json::json!({ "step": "questionnaire", "answers": "x".repeat(65 << 20) });
+    let refused = store
+        .append(
+            "applicant-a",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0), huge],
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(vetted_store::StoreError::TooLarge {
+                what: "an event",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Nothing of the append was kept: the stream starts afresh and the log reopens whole.
+    store
+        .append(
+            "applicant-a",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0)],
+        )
+        .await
+        .expect("append");
+    drop(store);
+    let store = SledStore::open(dir.path()).expect("reopen");
+    let events = store.read_all(1, 100).await.expect("read");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].stream_version, 0);
     assert!(verify(&store).await.expect("verify").is_intact());
 }
 

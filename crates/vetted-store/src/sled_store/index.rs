@@ -27,10 +27,10 @@ pub(crate) struct Placement<'a> {
 }
 
 impl<'a> Placement<'a> {
-    /// Reads the placement of the event stored at `position` as `bytes`.
-    pub fn of(position: u64, bytes: &'a [u8]) -> Result<Self, StoreError> {
+    /// Reads the placement of an event stored as `bytes` at `location` (named in the error).
+    pub fn of(location: impl FnOnce() -> String, bytes: &'a [u8]) -> Result<Self, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            location: format!("event log, global position {position}"),
+            location: location(),
             reason: e.to_string(),
         })
     }
@@ -296,15 +296,9 @@ pub(crate) fn last_entry(
     upto: u64,
 ) -> Result<Option<(u64, u64)>, StoreError> {
     for run in recent.iter().rev() {
-        let Some(last) = run.last_version() else {
-            continue;
-        };
         for (i, position) in run.positions.iter().enumerate().rev() {
             if *position <= upto {
-                return Ok(Some((
-                    last - (run.positions.len() - 1 - i) as u64,
-                    *position,
-                )));
+                return Ok(Some((run.first_version + i as u64, *position)));
             }
         }
     }

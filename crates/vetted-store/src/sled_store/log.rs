@@ -47,9 +47,10 @@ pub(crate) const MARK_EVERY_BYTES: u64 = 4096;
 const HEADER: usize = 8;
 /// Marks a group header's length word (frames are far below 2 GiB).
 const GROUP_FLAG: u32 = 0x8000_0000;
-/// Largest group accepted when reading.
-pub(crate) const MAX_GROUP_BYTES: usize = 256 * 1024 * 1024;
-/// Largest frame accepted when reading (an event is far smaller: request bodies are ≤ 1 MiB).
+/// Largest group: refused when written ([`GroupFrames`]), taken as damage when read.
+const MAX_GROUP_BYTES: usize = 256 * 1024 * 1024;
+/// Largest event (an event is far smaller: request bodies are ≤ 1 MiB): refused when written,
+/// taken as damage when read.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// The length word and CRC of a frame or group header.
@@ -61,13 +62,6 @@ fn parse_header(header: &[u8]) -> (u32, u32) {
             .map_or(0, u32::from_be_bytes)
     };
     (word(0), word(4))
-}
-
-/// Appends one frame for `event` to `out`.
-pub(crate) fn put_frame(out: &mut Vec<u8>, event: &[u8]) {
-    out.extend_from_slice(&(event.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(event).to_be_bytes());
-    out.extend_from_slice(event);
 }
 
 /// A group's frames, ready for [`EventLog::append`].
@@ -94,15 +88,85 @@ impl GroupFrames {
         }
     }
 
-    pub fn push(&mut self, event: &[u8]) {
-        let offset = self.bytes.len() as u64;
-        let last_mark = self.marks.last().map(|(_, o)| *o);
-        if last_mark.is_none_or(|m| offset - m >= MARK_EVERY_BYTES) {
-            self.marks.push((self.first_position + self.count, offset));
+    /// Appends one frame for the event `encode` writes. An event that cannot be encoded, or
+    /// is larger than a frame may be, leaves the group as it was.
+    pub fn push_with<E: std::fmt::Display>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), StoreError> {
+        let offset = self.bytes.len();
+        self.bytes.extend_from_slice(&[0u8; HEADER]);
+        if let Err(e) = encode(&mut self.bytes) {
+            self.bytes.truncate(offset);
+            return Err(StoreError::Backend(format!(
+                "could not encode an event ({e}); nothing was written"
+            )));
         }
-        put_frame(&mut self.bytes, event);
-        self.crc.update(&self.bytes[offset as usize..]);
+        let len = self.bytes.len() - offset - HEADER;
+        if len > MAX_FRAME {
+            self.bytes.truncate(offset);
+            return Err(StoreError::TooLarge {
+                what: "an event",
+                bytes: len,
+                limit: MAX_FRAME,
+            });
+        }
+        let crc = crc32fast::hash(&self.bytes[offset + HEADER..]);
+        self.bytes[offset..offset + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.bytes[offset + 4..offset + HEADER].copy_from_slice(&crc.to_be_bytes());
+        let last_mark = self.marks.last().map(|(_, o)| *o);
+        if last_mark.is_none_or(|m| offset as u64 - m >= MARK_EVERY_BYTES) {
+            self.marks
+                .push((self.first_position + self.count, offset as u64));
+        }
+        self.crc.update(&self.bytes[offset..]);
         self.count += 1;
+        self.seal_header();
+        Ok(())
+    }
+
+    /// Appends one frame holding `event` (stored bytes).
+    pub fn push(&mut self, event: &[u8]) -> Result<(), StoreError> {
+        self.push_with(|bytes| {
+            bytes.extend_from_slice(event);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+
+    /// Where the group stands now, to go back to with [`GroupFrames::rollback`].
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            len: self.bytes.len(),
+            count: self.count,
+            marks: self.marks.len(),
+            crc: self.crc.clone(),
+        }
+    }
+
+    /// Drops every frame pushed since `savepoint`.
+    pub fn rollback(&mut self, savepoint: Savepoint) {
+        self.bytes.truncate(savepoint.len);
+        self.count = savepoint.count;
+        self.marks.truncate(savepoint.marks);
+        self.crc = savepoint.crc;
+        self.seal_header();
+    }
+
+    /// Refuses a group grown past the largest one the log reads back; call after the pushes
+    /// of one append (and roll them back if it fails).
+    pub fn check_size(&self) -> Result<(), StoreError> {
+        match self.bytes.len() - HEADER {
+            body if body > MAX_GROUP_BYTES => Err(StoreError::TooLarge {
+                what: "a group of appends",
+                bytes: body,
+                limit: MAX_GROUP_BYTES,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the group header: the length and CRC of every frame so far.
+    fn seal_header(&mut self) {
         let body = (self.bytes.len() - HEADER) as u32;
         self.bytes[..4].copy_from_slice(&(GROUP_FLAG | body).to_be_bytes());
         self.bytes[4..HEADER].copy_from_slice(&self.crc.clone().finalize().to_be_bytes());
@@ -117,6 +181,14 @@ impl GroupFrames {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+}
+
+/// A group as it was before an append's frames (see [`GroupFrames::savepoint`]).
+pub(crate) struct Savepoint {
+    len: usize,
+    count: u64,
+    marks: usize,
+    crc: crc32fast::Hasher,
 }
 
 /// Where a group goes: decided in position order by [`EventLog::reserve`].
@@ -289,23 +361,14 @@ fn scan(file: &File, first: u64) -> Result<Scan, std::io::Error> {
             let Some(frame_header) = body.get(at..at + HEADER) else {
                 break 'groups Some((offset, "a frame header runs past its group".to_string()));
             };
-            let flen = u32::from_be_bytes([
-                frame_header[0],
-                frame_header[1],
-                frame_header[2],
-                frame_header[3],
-            ]) as usize;
-            let fcrc = u32::from_be_bytes([
-                frame_header[4],
-                frame_header[5],
-                frame_header[6],
-                frame_header[7],
-            ]);
+            let flen = parse_header(frame_header).0 as usize;
             let Some(frame) = body.get(at + HEADER..at + HEADER + flen) else {
                 break 'groups Some((offset, "a frame runs past its group".to_string()));
             };
-            if flen == 0 || crc32fast::hash(frame) != fcrc {
-                break 'groups Some((offset, "a frame fails its CRC".to_string()));
+            // The group's CRC covers every frame: each frame's own CRC is checked when it is
+            // read, not hashed a second time here.
+            if frame.is_empty() {
+                break 'groups Some((offset, "a frame is empty".to_string()));
             }
             if group_last_mark.is_none_or(|m| frame_offset - m >= MARK_EVERY_BYTES) {
                 group_marks.push((group_position, frame_offset));
@@ -425,6 +488,7 @@ impl EventLog {
                 settle_tail(
                     &path,
                     &file,
+                    len,
                     found.end,
                     found.bad.as_ref().map(|b| b.1.as_str()),
                 )?;
@@ -724,7 +788,7 @@ impl EventLog {
         let mut rewritten = Vec::new();
         for (n, frame) in old.iter().enumerate() {
             let mut group = GroupFrames::new(segment.first + n as u64);
-            group.push(frame);
+            group.push(frame)?;
             rewritten.extend_from_slice(&group.bytes);
         }
         let io = |e| io_error(format!("could not rewrite {}", segment.path.display()), e);
@@ -747,11 +811,13 @@ impl EventLog {
 /// Makes the last segment end exactly where its data ends: bytes after it (a group torn by a
 /// crash, or the zero-filled room) are cut, and any that are not zeros are kept in
 /// `<segment>.torn-<offset>` for the operator first. Later appends then never meet stale bytes.
-fn settle_tail(path: &Path, file: &File, end: u64, bad: Option<&str>) -> Result<(), StoreError> {
-    let len = file
-        .metadata()
-        .map_err(|e| io_error(format!("could not stat {}", path.display()), e))?
-        .len();
+fn settle_tail(
+    path: &Path,
+    file: &File,
+    len: u64,
+    end: u64,
+    bad: Option<&str>,
+) -> Result<(), StoreError> {
     if len <= end {
         return Ok(());
     }
@@ -897,10 +963,17 @@ pub(crate) fn read_range(
 mod tests {
     use super::*;
 
+    /// Appends one frame for `event` to `out`.
+    fn put_frame(out: &mut Vec<u8>, event: &[u8]) {
+        out.extend_from_slice(&(event.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(event).to_be_bytes());
+        out.extend_from_slice(event);
+    }
+
     fn group(first: u64, events: &[Vec<u8>]) -> GroupFrames {
         let mut group = GroupFrames::new(first);
         for e in events {
-            group.push(e);
+            group.push(e).expect("a frame within the limits");
         }
         group
     }
@@ -1003,7 +1076,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_segment_is_scanned_once_and_its_summary_read_on_later_opens() {
+    fn a_full_segment_is_followed_by_a_new_file_scanned_once_and_its_summary_read_on_later_opens() {
         let dir = tempfile::tempdir().expect("dir");
         let db = sled::Config::new().temporary(true).open().expect("db");
         let summaries = db.open_tree("stream_index").expect("tree");
@@ -1014,6 +1087,8 @@ mod tests {
             log.append(&group(41, &big)).expect("append");
             log.append(&group(81, &big[..1])).expect("append");
         }
+        let files = std::fs::read_dir(dir.path()).expect("list").count();
+        assert_eq!(files, 2, "the third group starts a second segment");
         let stored = summaries
             .get(summary_key(1))
             .expect("read")
@@ -1032,8 +1107,13 @@ mod tests {
         );
 
         let log = EventLog::open(dir.path(), Some(summaries.clone())).expect("reopen");
+        assert_eq!(log.last_position(), 81);
         assert_eq!(
             log.bytes_at(40).expect("read").map(|b| b.len()),
+            Some(1024 * 1024)
+        );
+        assert_eq!(
+            log.bytes_at(81).expect("read").map(|b| b.len()),
             Some(1024 * 1024)
         );
         assert_eq!(all(&log).len(), 81);
@@ -1052,25 +1132,5 @@ mod tests {
                 .map(|v| v.to_vec()),
             Some(stored.to_vec())
         );
-    }
-
-    #[test]
-    fn a_full_segment_is_followed_by_a_new_file() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = EventLog::open(dir.path(), None).expect("open");
-        let big = vec![vec![1u8; 1024 * 1024]; 40];
-        log.append(&group(1, &big)).expect("append");
-        log.append(&group(41, &big)).expect("append");
-        log.append(&group(81, &big[..1])).expect("append");
-        let files = std::fs::read_dir(dir.path()).expect("list").count();
-        assert_eq!(files, 2, "the third group starts a second segment");
-        drop(log);
-        let log = EventLog::open(dir.path(), None).expect("reopen");
-        assert_eq!(log.last_position(), 81);
-        assert_eq!(
-            log.bytes_at(81).expect("read").map(|b| b.len()),
-            Some(1024 * 1024)
-        );
-        assert_eq!(all(&log).len(), 81);
     }
 }

@@ -31,10 +31,7 @@ pub(crate) fn from_v1(
     }
     let old = db.open_tree(OLD_EVENTS)?;
     if !old.is_empty() {
-        tracing::warn!(
-            events = old.len(),
-            "converting the event store to log files (every stored byte is kept)"
-        );
+        tracing::warn!("converting the event store to log files (every stored byte is kept)");
         // A conversion cut short left a partial log and index: start over.
         remove_segments(log_dir)?;
         index_tree.clear()?;
@@ -52,11 +49,10 @@ pub(crate) fn from_v1(
                     location: "events tree (version 1 layout)".into(),
                     reason: "a key is not a big-endian u64".into(),
                 })?;
-            let placement: Placement =
-                serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                    location: format!("events tree (version 1 layout), global position {position}"),
-                    reason: e.to_string(),
-                })?;
+            let placement = Placement::of(
+                || format!("events tree (version 1 layout), global position {position}"),
+                &value,
+            )?;
             // The log's positions are consecutive from 1: a hole in the old tree (which
             // `verify` would report) cannot be carried over.
             if position != last + 1 {
@@ -74,7 +70,7 @@ pub(crate) fn from_v1(
                 log.append(&batch)?;
                 batch = GroupFrames::new(position);
             }
-            batch.push(&value);
+            batch.push(&value)?;
             last = position;
             let stream_runs = runs.entry(placement.stream_id.into_owned()).or_default();
             match stream_runs.last_mut() {
@@ -94,16 +90,12 @@ pub(crate) fn from_v1(
             log.append(&batch)?;
         }
         index::write_all_runs(index_tree, &runs, last)?;
+        tracing::info!(events = last, "event store converted to log files");
     }
     db.flush()?;
     for name in OLD_TREES {
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == name.as_bytes())
-        {
-            db.drop_tree(name)?;
-        }
+        // `Ok(false)` for a tree that is not there.
+        db.drop_tree(name)?;
     }
     db.flush()?;
     Ok(Some(log))

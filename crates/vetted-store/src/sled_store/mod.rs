@@ -39,7 +39,7 @@ use crate::{
 };
 
 /// The event log's directory inside the sled database's directory.
-pub const LOG_DIR: &str = "events-log";
+const LOG_DIR: &str = "events-log";
 
 /// Appends waiting for the writer; beyond this, appenders wait for room (backpressure).
 const QUEUE_DEPTH: usize = 8192;
@@ -231,7 +231,8 @@ fn recover(trees: &Trees, recent: &Recent) -> Result<u64, StoreError> {
     trees
         .log
         .for_each_from(checkpoint + 1, last_position, |position, bytes| {
-            let placement = index::Placement::of(position, bytes)?;
+            let placement =
+                index::Placement::of(|| format!("event log, global position {position}"), bytes)?;
             recent.add(&placement.stream_id, placement.stream_version, &[position]);
             read_back += 1;
             Ok(true)

@@ -28,11 +28,21 @@ const INDEX_EVERY: Duration = Duration::from_secs(1);
 /// two halves of them and each append waits two syncs. With two, a group starts its sync as
 /// soon as it is sealed; acknowledgements still go out in position order.
 const MAX_IN_FLIGHT: usize = 2;
-/// Most bytes a group takes before it is closed (one append may add more, within the log's
-/// limit on a group).
-const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes after which a group takes no more appends (the last one may go past; the log
+/// refuses a group past its own, larger limit).
+const GROUP_CLOSE_BYTES: usize = 32 * 1024 * 1024;
 /// Most events a group takes while no other group is being written.
 const IDLE_GROUP_EVENTS: usize = 32;
+
+/// Writes sealed `runs` to the stream index with checkpoint `upto`, then lets `recent` drop
+/// them. On failure the runs stay in memory (readers still find them) and appends fail at
+/// their next flush on the same disk.
+fn write_index(tree: &sled::Tree, recent: &Recent, runs: &HashMap<String, index::Run>, upto: u64) {
+    match index::write_runs(tree, runs, upto) {
+        Ok(()) => recent.indexed(),
+        Err(e) => tracing::error!("writing the stream index failed: {e}"),
+    }
+}
 
 pub(crate) struct AppendRequest {
     pub stream: String,
@@ -96,12 +106,7 @@ pub(crate) fn spawn(
             .name("vetted-store-indexer".into())
             .spawn(move || {
                 for (runs, upto) in index_queue {
-                    match index::write_runs(&tree, &runs, upto) {
-                        Ok(()) => recent.indexed(),
-                        // The runs stay in memory (readers still find them); appends fail at
-                        // their next flush on the same disk.
-                        Err(e) => tracing::error!("writing the stream index failed: {e}"),
-                    }
+                    write_index(&tree, &recent, &runs, upto);
                 }
             })
             .map_err(|e| spawn_err("indexer", e))?
@@ -239,10 +244,7 @@ impl Writer {
         }
         if self.failed.is_none() {
             if let Some(runs) = self.recent.seal() {
-                match index::write_runs(&self.trees.index, &runs, self.written_upto) {
-                    Ok(()) => self.recent.indexed(),
-                    Err(e) => tracing::error!("writing the stream index failed: {e}"),
-                }
+                write_index(&self.trees.index, &self.recent, &runs, self.written_upto);
             }
         }
     }
@@ -266,7 +268,7 @@ impl Writer {
         } else {
             MAX_GROUP_EVENTS
         };
-        while (group.frames.count as usize) < cap && group.frames.len() < MAX_GROUP_BYTES {
+        while (group.frames.count as usize) < cap && group.frames.len() < GROUP_CLOSE_BYTES {
             match queue.try_recv() {
                 Ok(request) => self.seal(request, group),
                 Err(_) => break,
@@ -294,15 +296,10 @@ impl Writer {
             return Ok(None);
         };
         // A stream missing from `heads` was not appended to since opening: its head is on disk.
-        // `events_at` checks the event is the one the index names (or says what is wrong).
-        let event = super::events_at(&self.trees.log, stream, &[(version, position)])?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt {
-                location: format!("event log, global position {position}"),
-                reason: format!(
-                    "stream {stream} indexes this position but nothing is stored there"
-                ),
-            })?;
+        // `events_at` checks the event is the one the index names (or says what is wrong),
+        // and returns exactly one event for one position.
+        let event =
+            super::events_at(&self.trees.log, stream, &[(version, position)])?.swap_remove(0);
         Ok(Some(StreamHead {
             version: event.stream_version,
             hash: event.hash,
@@ -319,10 +316,6 @@ impl Writer {
         } = request;
         if let Some(reason) = &self.failed {
             let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
-            return;
-        }
-        if new_events.is_empty() {
-            let _ = reply.send(Err(StoreError::EmptyAppend));
             return;
         }
         if !self.heads.contains_key(&stream) {
@@ -345,27 +338,23 @@ impl Writer {
         let position = self.next_position;
         let (recorded, new_head) =
             sealing::seal_append(&stream, head, new_events, position, group.recorded_at);
-        // Each event is encoded once, straight into the bytes the log stores.
-        let encoded: Result<Vec<Vec<u8>>, _> = recorded
+        // Each event is encoded once, straight into the group's bytes; an append that cannot
+        // be stored whole leaves none of its events in the group.
+        let savepoint = group.frames.savepoint();
+        let pushed = recorded
             .iter()
-            .map(|event| {
-                let mut bytes = Vec::with_capacity(512);
-                serde_json::to_writer(&mut bytes, event).map(|()| bytes)
+            .try_for_each(|event| {
+                group
+                    .frames
+                    .push_with(|bytes| serde_json::to_writer(bytes, event))
             })
-            .collect();
-        let encoded = match encoded {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                let _ = reply.send(Err(StoreError::Backend(format!(
-                    "could not encode an event of stream {stream} ({e}); nothing was written"
-                ))));
-                return;
-            }
-        };
-        let first_version = recorded.first().map_or(0, |e| e.stream_version);
-        for bytes in &encoded {
-            group.frames.push(bytes);
+            .and_then(|()| group.frames.check_size());
+        if let Err(e) = pushed {
+            group.frames.rollback(savepoint);
+            let _ = reply.send(Err(e));
+            return;
         }
+        let first_version = recorded.first().map_or(0, |e| e.stream_version);
         self.next_position = position + recorded.len() as u64;
         group.runs.push((
             stream.clone(),
@@ -434,7 +423,7 @@ impl Writer {
 
     fn fail(&mut self, error: String, accepted: Vec<Accepted>) {
         let reason = format!(
-            "writing to the sled event store failed ({error}); reopen the store after fixing the disk"
+            "writing to the event log failed ({error}); reopen the store after fixing the disk"
         );
         tracing::error!("{reason}");
         for a in accepted {
