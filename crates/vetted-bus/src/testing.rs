@@ -32,6 +32,28 @@ pub enum TestServerError {
     },
 }
 
+impl TestServerError {
+    /// Whether a node exited because a port picked for it was taken in the meantime (another
+    /// process bound it between [`free_port`] and the server's start).
+    fn is_port_clash(&self) -> bool {
+        matches!(self, TestServerError::NotReady { log, .. } if log.contains("address already in use"))
+    }
+}
+
+/// Runs `start` again, on fresh ports, while it fails on a port taken in the meantime (at most
+/// three times more): picking a free port and binding it cannot be one atomic step.
+fn with_fresh_ports<T>(
+    mut start: impl FnMut() -> Result<T, TestServerError>,
+) -> Result<T, TestServerError> {
+    let mut retries = 3;
+    loop {
+        match start() {
+            Err(e) if e.is_port_clash() && retries > 0 => retries -= 1,
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Picks a port nobody listens on right now by binding port 0 and releasing it.
 pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -150,6 +172,10 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server -js` with a temp store dir and waits (bounded) until it is ready.
     pub fn start() -> Result<Self, TestServerError> {
+        with_fresh_ports(Self::start_once)
+    }
+
+    fn start_once() -> Result<Self, TestServerError> {
         let dir = tempfile::tempdir()?;
         let client_port = free_port()?;
         let monitor_port = free_port()?;
@@ -202,6 +228,10 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` clustered nodes and waits (bounded) until every one reports JetStream healthy.
     pub fn start(n: usize) -> Result<Self, TestServerError> {
+        with_fresh_ports(|| Self::start_once(n))
+    }
+
+    fn start_once(n: usize) -> Result<Self, TestServerError> {
         let dir = tempfile::tempdir()?;
         let mut ports = Vec::with_capacity(n);
         for _ in 0..n {
@@ -284,5 +314,43 @@ impl NatsCluster {
         node.kill();
         node.spawn()?;
         node.wait_ready(Instant::now() + START_DEADLINE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_told_apart_from_other_failures() {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("n.conf");
+        let monitor_port = free_port().expect("port");
+        write_config(
+            &config,
+            &format!("listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n"),
+        )
+        .expect("config");
+        let mut node = Node {
+            name: "n".into(),
+            config,
+            log: dir.path().join("n.log"),
+            client_port: port,
+            monitor_port,
+            child: None,
+        };
+        node.spawn().expect("spawn");
+        let error = node
+            .wait_ready(Instant::now() + START_DEADLINE)
+            .expect_err("the port is taken");
+        assert!(error.is_port_clash(), "{error}");
+        let other = TestServerError::NotReady {
+            name: "n".into(),
+            waited: START_DEADLINE,
+            log: "deadline passed".into(),
+        };
+        assert!(!other.is_port_clash());
     }
 }

@@ -90,11 +90,10 @@ pub struct ApplicantPage {
 const ENTRY_TAG: u8 = 4;
 
 impl RowCodec for ApplicantListEntry {
-    fn encode_row(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        Writer(&mut out)
-            .u8(ENTRY_TAG)
-            .uuid(&self.id.0)
+    const TAG: u8 = ENTRY_TAG;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.uuid(&self.id.0)
             .str(&self.app_key)
             .str(&self.external_user_id)
             .status(self.status)
@@ -102,13 +101,10 @@ impl RowCodec for ApplicantListEntry {
             .time(&self.created_at)
             .time(&self.updated_at)
             .varint(self.version);
-        out
     }
 
-    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
-        let mut r = Reader::new(key, bytes);
-        r.tag(ENTRY_TAG)?;
-        let entry = ApplicantListEntry {
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProjectionError> {
+        Ok(ApplicantListEntry {
             id: ApplicantId(r.uuid()?),
             app_key: r.string()?,
             external_user_id: r.string()?,
@@ -117,17 +113,21 @@ impl RowCodec for ApplicantListEntry {
             created_at: r.time()?,
             updated_at: r.time()?,
             version: r.varint()?,
-        };
-        if !r.is_done() {
-            return Err(r.error("bytes left after the row"));
-        }
-        Ok(entry)
+        })
     }
+}
+
+/// Bytes of the sort suffix that ends every index key (see [`created_suffix`]).
+const SUFFIX_LEN: usize = 24;
+
+/// The sort suffix of index key `key`.
+fn suffix_of(key: &[u8]) -> &[u8] {
+    &key[key.len().saturating_sub(SUFFIX_LEN)..]
 }
 
 /// Creation time (BE micros) then id bytes: the sort suffix of every index key.
 fn created_suffix(created_at: DateTime<Utc>, id: &ApplicantId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24);
+    let mut out = Vec::with_capacity(SUFFIX_LEN);
     out.extend_from_slice(&(created_at.timestamp_micros().max(0) as u64).to_be_bytes());
     out.extend_from_slice(id.0.as_bytes());
     out
@@ -251,13 +251,14 @@ impl ReadModels {
                 .collect(),
         };
         let cursor = match &page.cursor {
-            Some(cursor) => Some(hex::decode(cursor).ok().filter(|s| s.len() == 24).ok_or_else(|| {
+            Some(cursor) => Some(hex::decode(cursor).ok().filter(|s| s.len() == SUFFIX_LEN).ok_or_else(|| {
                 ProjectionError::Other(format!("cursor {cursor} is not a cursor this list returned; start from the first page"))
             })?),
             None => None,
         };
         let micros = |t: DateTime<Utc>| t.timestamp_micros().max(0) as u64;
-        let mut scans: Vec<(usize, sled::Iter)> = prefixes
+        // Each scan with its next key, newest first; the newest of those goes next.
+        let mut scans = prefixes
             .into_iter()
             .map(|prefix| {
                 let low = with_suffix(
@@ -273,32 +274,24 @@ impl ReadModels {
                 if let Some(suffix) = &cursor {
                     high = high.min(with_suffix(prefix.clone(), suffix));
                 }
-                (prefix.len(), tree.range(low..high))
+                let mut scan = tree.range(low..high);
+                let head = scan.next_back().transpose()?.map(|(k, _)| k);
+                Ok((scan, head))
             })
-            .collect();
-        // The next key of each scan, newest first; the newest of them goes next.
-        let mut heads = Vec::with_capacity(scans.len());
-        for (_, scan) in scans.iter_mut() {
-            heads.push(scan.next_back().transpose()?.map(|(k, _)| k));
-        }
+            .collect::<Result<Vec<(sled::Iter, Option<sled::IVec>)>, ProjectionError>>()?;
         let limit = page.limit.clamp(1, MAX_PAGE);
         let mut items = Vec::new();
         let mut next_cursor = None;
         loop {
-            let newest = heads
-                .iter()
-                .zip(&scans)
-                .enumerate()
-                .filter_map(|(i, (head, (len, _)))| Some((i, head.as_ref()?.get(*len..)?)))
-                .max_by(|a, b| a.1.cmp(b.1))
-                .map(|(i, _)| i);
-            let Some(i) = newest else { break };
-            let (len, scan) = &mut scans[i];
-            let next = scan.next_back().transpose()?.map(|(k, _)| k);
-            let Some(key) = std::mem::replace(&mut heads[i], next) else {
-                break;
-            };
-            let suffix = &key[*len..];
+            let newest = scans.iter_mut().max_by(|a, b| {
+                a.1.as_deref()
+                    .map(suffix_of)
+                    .cmp(&b.1.as_deref().map(suffix_of))
+            });
+            let Some((scan, head)) = newest else { break };
+            let Some(key) = head.take() else { break };
+            *head = scan.next_back().transpose()?.map(|(k, _)| k);
+            let suffix = suffix_of(&key);
             let Some(id) = suffix
                 .get(8..24)
                 .and_then(|b| uuid::Uuid::from_slice(b).ok())

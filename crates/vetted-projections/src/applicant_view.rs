@@ -231,22 +231,17 @@ struct ViewRow {
 }
 
 impl RowCodec for ViewRow {
-    fn encode_row(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1024);
-        let mut w = Writer(&mut out);
-        w.u8(VIEW_TAG).opt_str(self.flow_key.as_deref());
-        crate::view_codec::encode_fold(&mut w, &self.fold);
-        out
+    const TAG: u8 = VIEW_TAG;
+    const CAPACITY: usize = 1024;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.opt_str(self.flow_key.as_deref());
+        crate::view_codec::encode_fold(w, &self.fold);
     }
 
-    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
-        let mut r = Reader::new(key, bytes);
-        r.tag(VIEW_TAG)?;
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProjectionError> {
         let flow_key = r.opt_string()?;
-        let fold = crate::view_codec::decode_fold(&mut r)?;
-        if !r.is_done() {
-            return Err(r.error("bytes left after the row"));
-        }
+        let fold = crate::view_codec::decode_fold(r)?;
         Ok(ViewRow { fold, flow_key })
     }
 }

@@ -90,11 +90,10 @@ impl Tracked {
 const TRACKED_TAG: u8 = 2;
 
 impl RowCodec for Tracked {
-    fn encode_row(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + 48 * self.warnings.len());
-        let mut w = Writer(&mut out);
-        w.u8(TRACKED_TAG)
-            .str(&self.app)
+    const TAG: u8 = TRACKED_TAG;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.str(&self.app)
             .str(&self.created_day)
             .status(self.status)
             .bool(self.has_reviewer)
@@ -102,12 +101,9 @@ impl RowCodec for Tracked {
         for (id, day) in &self.warnings {
             w.str(id).str(day);
         }
-        out
     }
 
-    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
-        let mut r = Reader::new(key, bytes);
-        r.tag(TRACKED_TAG)?;
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProjectionError> {
         let mut tracked = Tracked {
             app: r.string()?,
             created_day: r.string()?,
@@ -118,9 +114,6 @@ impl RowCodec for Tracked {
         for _ in 0..r.varint()? {
             let id = r.string()?;
             tracked.warnings.insert(id, r.string()?);
-        }
-        if !r.is_done() {
-            return Err(r.error("bytes left after the row"));
         }
         Ok(tracked)
     }

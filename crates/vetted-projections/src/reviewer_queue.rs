@@ -59,24 +59,20 @@ struct Tracked {
 const TRACKED_TAG: u8 = 3;
 
 impl RowCodec for Tracked {
-    fn encode_row(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
-        Writer(&mut out)
-            .u8(TRACKED_TAG)
-            .str(&self.app)
+    const TAG: u8 = TRACKED_TAG;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.str(&self.app)
             .uuid(&self.id.0)
             .str(&self.external_user_id)
             .status(self.status)
             .opt_str(self.reviewer.as_deref())
             .opt_time(self.assigned_at.as_ref())
             .varint(u64::from(self.open_warnings));
-        out
     }
 
-    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
-        let mut r = Reader::new(key, bytes);
-        r.tag(TRACKED_TAG)?;
-        let tracked = Tracked {
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProjectionError> {
+        Ok(Tracked {
             app: r.string()?,
             id: ApplicantId(r.uuid()?),
             external_user_id: r.string()?,
@@ -84,11 +80,7 @@ impl RowCodec for Tracked {
             reviewer: r.opt_string()?,
             assigned_at: r.opt_time()?,
             open_warnings: r.u32()?,
-        };
-        if !r.is_done() {
-            return Err(r.error("bytes left after the row"));
-        }
-        Ok(tracked)
+        })
     }
 }
 

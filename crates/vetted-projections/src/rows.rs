@@ -5,6 +5,7 @@ use std::hash::Hasher;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::codec::{Reader, Writer};
 use crate::ProjectionError;
 
 /// Key of the checkpoint row inside a projection's tree (sorts before every row key).
@@ -28,6 +29,9 @@ pub struct Rows<'a> {
 /// A decoded row waiting to be encoded at commit (`None`: the row is removed).
 trait TypedRow: Send {
     fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError>;
+    /// Whether the row was absent, with nothing pending, when first read in this batch: a row
+    /// still absent then needs no removal.
+    fn was_absent(&self) -> bool;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -41,11 +45,15 @@ type Decode<T> = fn(&[u8], &[u8]) -> Result<T, ProjectionError>;
 struct Typed<T> {
     value: Option<T>,
     encode: Encode<T>,
+    was_absent: bool,
 }
 
 impl<T: Send + 'static> TypedRow for Typed<T> {
     fn encode(&self) -> Result<Option<Vec<u8>>, ProjectionError> {
         self.value.as_ref().map(self.encode).transpose()
+    }
+    fn was_absent(&self) -> bool {
+        self.was_absent
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -53,9 +61,38 @@ impl<T: Send + 'static> TypedRow for Typed<T> {
 }
 
 /// A row's own compact encoding (see `crate::codec`), for rows only this crate reads.
+///
+/// A row is its layout byte [`RowCodec::TAG`], then the fields [`RowCodec::write`] writes and
+/// [`RowCodec::read`] reads back, and nothing after them.
 pub(crate) trait RowCodec: Sized + Send + 'static {
-    fn encode_row(&self) -> Vec<u8>;
-    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError>;
+    /// The layout byte every row of this kind starts with.
+    const TAG: u8;
+    /// Bytes to reserve when encoding a row.
+    const CAPACITY: usize = 128;
+
+    /// Writes the row's fields (after the tag).
+    fn write(&self, w: &mut Writer<'_>);
+
+    /// Reads the fields [`RowCodec::write`] wrote.
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProjectionError>;
+
+    fn encode_row(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::CAPACITY);
+        let mut w = Writer(&mut out);
+        w.u8(Self::TAG);
+        self.write(&mut w);
+        out
+    }
+
+    fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
+        let mut r = Reader::new(key, bytes);
+        r.tag(Self::TAG)?;
+        let row = Self::read(&mut r)?;
+        if !r.is_done() {
+            return Err(r.error("bytes left after the row"));
+        }
+        Ok(row)
+    }
 }
 
 pub(crate) fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
@@ -143,9 +180,15 @@ impl<'a> Rows<'a> {
                 Some(bytes) => Some(decode(key, &bytes)?),
                 None => None,
             };
-            self.pending.remove(key);
-            self.typed
-                .insert(key.to_vec(), Box::new(Typed { value, encode }));
+            let was_absent = value.is_none() && self.pending.remove(key).is_none();
+            self.typed.insert(
+                key.to_vec(),
+                Box::new(Typed {
+                    value,
+                    encode,
+                    was_absent,
+                }),
+            );
         }
         let typed = self
             .typed
@@ -258,7 +301,12 @@ impl<'a> Rows<'a> {
         let mut batch = sled::Batch::default();
         let mut pending = std::mem::take(&mut self.pending);
         for (k, row) in std::mem::take(&mut self.typed) {
-            pending.insert(k, row.encode()?);
+            match row.encode()? {
+                None if row.was_absent() => {}
+                value => {
+                    pending.insert(k, value);
+                }
+            }
         }
         for (k, v) in pending {
             match v {

@@ -152,7 +152,7 @@ async fn changes_applied_but_not_committed_are_gone_after_reopen_and_committed_o
     let events = store.read_all(1, 100).await.unwrap();
     let counter = EventCount::new();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = vetted_store::open_db(dir.path()).unwrap();
         let tree = db.open_tree("proj/event_count/g0").unwrap();
         let mut rows = Rows::new(&tree);
         for e in &events[..4] {
@@ -167,7 +167,7 @@ async fn changes_applied_but_not_committed_are_gone_after_reopen_and_committed_o
         drop(rows);
         db.flush().unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = vetted_store::open_db(dir.path()).unwrap();
     let read_models = ReadModels::with_projections(db, vec![Arc::new(EventCount::new())]).unwrap();
     let tree = read_models.live_tree("event_count").unwrap();
     assert_eq!(checkpoint_of(&tree).unwrap(), 4);

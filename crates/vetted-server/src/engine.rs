@@ -75,13 +75,10 @@ impl Engine {
             dir: config.data_dir.display().to_string(),
             reason: e.to_string(),
         })?;
-        let db = sled::Config::new()
-            .path(&config.data_dir)
-            .open()
-            .map_err(|e| EngineError::DataDir {
-                dir: config.data_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let db = vetted_store::open_db(&config.data_dir).map_err(|e| EngineError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let store: Arc<dyn EventStore> = match config.store {
             StoreKind::Sled => Arc::new(SledStore::with_db_in(db.clone(), &config.data_dir)?),
             StoreKind::Jetstream => {

@@ -7,7 +7,7 @@ async fn start_rebuilds_read_models_written_in_an_older_row_layout() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         // What an earlier version left: a JSON row in generation 0, no layout recorded.
-        let db = sled::open(dir.path()).expect("sled opens");
+        let db = vetted_store::open_db(dir.path()).expect("sled opens");
         let generations = vetted_projections::Generations::open(&db).expect("generations");
         let tree = generations.tree("applicant_view", 0).expect("tree");
         tree.insert(b"v/old-row", br#"{"old":"json"}"#.to_vec())

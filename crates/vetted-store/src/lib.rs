@@ -20,7 +20,7 @@ pub mod verify;
 pub use envelope::{Actor, ActorKind, NewEvent, RecordedEvent};
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{open_db, SledStore};
 pub use verify::{verify, verify_stream, Mismatch, MismatchReason, VerifyReport};
 
 use async_trait::async_trait;

@@ -92,7 +92,7 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
     }
     // The index as a crash right after this point would leave it: it covers position 1 only.
     let indexed_before = {
-        let db = sled::open(dir.path()).expect("raw open");
+        let db = vetted_store::open_db(dir.path()).expect("raw open");
         snapshot(&db.open_tree("stream_index").expect("tree"))
     };
     let written = {
@@ -116,7 +116,7 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
         store.read_all(1, 100).await.expect("read")
     };
     {
-        let db = sled::open(dir.path()).expect("raw open");
+        let db = vetted_store::open_db(dir.path()).expect("raw open");
         let index = db.open_tree("stream_index").expect("tree");
         index.clear().expect("clear");
         for (key, value) in indexed_before {
@@ -270,7 +270,7 @@ async fn a_version_1_store_is_converted_on_open_keeping_every_stored_byte() {
         .map(|e| serde_json::to_vec(e).expect("encode"))
         .collect();
     {
-        let db = sled::open(dir.path()).expect("raw open");
+        let db = vetted_store::open_db(dir.path()).expect("raw open");
         let old = db.open_tree("events").expect("tree");
         let streams = db.open_tree("streams").expect("tree");
         for (event, bytes) in events.iter().zip(&stored) {

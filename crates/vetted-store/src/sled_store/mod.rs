@@ -107,31 +107,37 @@ impl Drop for Inner {
     }
 }
 
+/// Opens (or creates) the sled database in `dir`, where the store and the read models live.
+///
+/// sled's I/O threads keep its file lock for a moment after the last handle of a database is
+/// dropped, so a reopen in the same process (a restart, a test) can find it still locked: this
+/// retries for up to two seconds before blaming another process.
+pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "could not open the sled database in {}: {e} (is another vetted process \
+                     using it?)",
+                    dir.display()
+                )))
+            }
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // sled's I/O threads keep its file lock for a moment after the last handle of a
-        // database is dropped, so a reopen in the same process (a restart, a test) can find it
-        // still locked: retry briefly before blaming another process.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => break db,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "could not open the sled database in {}: {e} (is another vetted process \
-                         using it?)",
-                        dir.display()
-                    )))
-                }
-            }
-        };
+        let db = open_db(dir)?;
         // This store owns the database: dropping it waits until sled lets go of the files.
         Self::start(db, dir, Some(dir.join("db")), None)
     }
