@@ -129,43 +129,36 @@ impl JetStreamStore {
             allow_direct: true,
             ..Default::default()
         };
-        // A fresh cluster may still be electing its meta leader: retry for a bounded time.
+        // A fresh cluster may still be electing its meta leader, and a replicated stream takes
+        // publishes only once its own group has a leader: retry for a bounded time. Each try
+        // is one request (the stream's info comes with it).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match js.get_or_create_stream(stream_config.clone()).await {
-                // A replicated stream takes publishes only once its own group has a leader.
-                Ok(mut stream) if config.replicas > 1 => match stream.info().await {
-                    Ok(info)
-                        if info
+            let why = match js.get_or_create_stream(stream_config.clone()).await {
+                Ok(stream)
+                    if config.replicas <= 1
+                        || stream
+                            .cached_info()
                             .cluster
                             .as_ref()
                             .is_some_and(|c| c.leader.is_some()) =>
-                    {
-                        break
-                    }
-                    _ if Instant::now() < deadline => {
-                        tracing::debug!("log stream has no leader yet; waiting");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    _ => {
-                        return Err(StoreError::Unavailable(format!(
-                            "JetStream stream {} has no leader; is a majority of the cluster up?",
-                            config.stream
-                        )))
-                    }
-                },
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "log stream not ready yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                {
+                    break
                 }
-                Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "cannot open JetStream stream {}: {e}; is JetStream enabled (-js) and the cluster up?",
-                        config.stream
-                    )))
-                }
+                Ok(_) => format!(
+                    "JetStream stream {} has no leader; is a majority of the cluster up?",
+                    config.stream
+                ),
+                Err(e) => format!(
+                    "cannot open JetStream stream {}: {e}; is JetStream enabled (-js) and the cluster up?",
+                    config.stream
+                ),
+            };
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(why));
             }
+            tracing::debug!("log stream not ready yet ({why}); retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (open, closed) = tokio::sync::watch::channel(());
         let inner = Arc::new(Inner { js, config, closed });
