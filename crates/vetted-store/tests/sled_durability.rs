@@ -1,18 +1,18 @@
 //! Sled-specific guarantees the generic contract cannot express: what survives a reopen.
-use uuid::Uuid;
-use vetted_store::{verify, Actor, EventStore, ExpectedVersion, NewEvent, SledStore};
+use vetted_store::contract::step_passed;
+use vetted_store::{verify, AppendResult, EventStore, ExpectedVersion, NewEvent, SledStore};
 
-fn step_passed(n: u64) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: "StepPassed".into(),
-        schema_version: 1,
-        tenant: "app-1".into(),
-        actor: Actor::system(),
-        correlation_id: Uuid::now_v7(),
-        causation_id: None,
-        payload: serde_json::json!({ "step": "liveness", "attempt": n }),
-    }
+/// Appends `events` to `stream`, which must succeed.
+async fn append(
+    store: &impl EventStore,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendResult {
+    store
+        .append(stream, expected, events)
+        .await
+        .unwrap_or_else(|e| panic!("append to {stream}: {e}"))
 }
 
 #[tokio::test]
@@ -21,19 +21,21 @@ async fn acknowledged_events_survive_a_reopen_with_their_hashes_and_the_chain_co
     let before = {
         let store = SledStore::open(dir.path()).expect("open");
         for n in 0..5 {
-            store
-                .append("applicant-a", ExpectedVersion::Any, vec![step_passed(n)])
-                .await
-                .expect("append a");
-        }
-        store
-            .append(
-                "applicant-b",
-                ExpectedVersion::NoStream,
-                vec![step_passed(0), step_passed(1)],
+            append(
+                &store,
+                "applicant-a",
+                ExpectedVersion::Any,
+                vec![step_passed(n)],
             )
-            .await
-            .expect("append b");
+            .await;
+        }
+        append(
+            &store,
+            "applicant-b",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0), step_passed(1)],
+        )
+        .await;
         store.read_all(1, 100).await.expect("read")
     };
     assert_eq!(before.len(), 7);
@@ -49,14 +51,13 @@ async fn acknowledged_events_survive_a_reopen_with_their_hashes_and_the_chain_co
         Some(4)
     );
 
-    let more = store
-        .append(
-            "applicant-a",
-            ExpectedVersion::Exact(4),
-            vec![step_passed(5)],
-        )
-        .await
-        .expect("append");
+    let more = append(
+        &store,
+        "applicant-a",
+        ExpectedVersion::Exact(4),
+        vec![step_passed(5)],
+    )
+    .await;
     assert_eq!((more.first_position, more.stream_version), (8, 5));
     let last = store
         .read_stream("applicant-a", 5, 1)
@@ -81,14 +82,13 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store
-            .append(
-                "applicant-a",
-                ExpectedVersion::NoStream,
-                vec![step_passed(0)],
-            )
-            .await
-            .expect("append");
+        append(
+            &store,
+            "applicant-a",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0)],
+        )
+        .await;
     }
     // The index as a crash right after this point would leave it: it covers position 1 only.
     let indexed_before = {
@@ -97,22 +97,20 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
     };
     let written = {
         let store = SledStore::open(dir.path()).expect("reopen");
-        store
-            .append(
-                "applicant-a",
-                ExpectedVersion::Exact(0),
-                vec![step_passed(1), step_passed(2)],
-            )
-            .await
-            .expect("append");
-        store
-            .append(
-                "applicant-b",
-                ExpectedVersion::NoStream,
-                vec![step_passed(0)],
-            )
-            .await
-            .expect("append");
+        append(
+            &store,
+            "applicant-a",
+            ExpectedVersion::Exact(0),
+            vec![step_passed(1), step_passed(2)],
+        )
+        .await;
+        append(
+            &store,
+            "applicant-b",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0)],
+        )
+        .await;
         store.read_all(1, 100).await.expect("read")
     };
     {
@@ -140,14 +138,13 @@ async fn index_entries_a_crash_kept_only_in_memory_are_read_back_from_the_log_on
         written[..3].to_vec(),
         "version 0 from the index tree, 1 and 2 read back from the log"
     );
-    let next = store
-        .append(
-            "applicant-a",
-            ExpectedVersion::Exact(2),
-            vec![step_passed(3)],
-        )
-        .await
-        .expect("the chain continues from the read-back head");
+    let next = append(
+        &store,
+        "applicant-a",
+        ExpectedVersion::Exact(2),
+        vec![step_passed(3)],
+    )
+    .await;
     assert_eq!((next.first_position, next.stream_version), (5, 3));
     let refused = store
         .append(
@@ -169,30 +166,27 @@ async fn an_event_larger_than_a_read_window_reads_back_whole() {
     big.payload = serde_json::json!({ "step": "questionnaire", "answers": "x".repeat(100_000) });
     let written = {
         let store = SledStore::open(dir.path()).expect("open");
-        store
-            .append(
-                "applicant-a",
-                ExpectedVersion::NoStream,
-                vec![step_passed(0)],
-            )
-            .await
-            .expect("append");
-        store
-            .append(
-                "applicant-a",
-                ExpectedVersion::Exact(0),
-                vec![big, step_passed(2)],
-            )
-            .await
-            .expect("append");
-        store
-            .append(
-                "applicant-b",
-                ExpectedVersion::NoStream,
-                vec![step_passed(0)],
-            )
-            .await
-            .expect("append");
+        append(
+            &store,
+            "applicant-a",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0)],
+        )
+        .await;
+        append(
+            &store,
+            "applicant-a",
+            ExpectedVersion::Exact(0),
+            vec![big, step_passed(2)],
+        )
+        .await;
+        append(
+            &store,
+            "applicant-b",
+            ExpectedVersion::NoStream,
+            vec![step_passed(0)],
+        )
+        .await;
         store.read_all(1, 100).await.expect("read")
     };
     assert_eq!(written.len(), 4);
@@ -233,14 +227,13 @@ async fn an_event_too_large_for_the_log_is_refused_and_its_append_leaves_nothing
         "{refused:?}"
     );
     // Nothing of the append was kept: the stream starts afresh and the log reopens whole.
-    store
-        .append(
-            "applicant-a",
-            ExpectedVersion::NoStream,
-            vec![step_passed(0)],
-        )
-        .await
-        .expect("append");
+    append(
+        &store,
+        "applicant-a",
+        ExpectedVersion::NoStream,
+        vec![step_passed(0)],
+    )
+    .await;
     drop(store);
     let store = SledStore::open(dir.path()).expect("reopen");
     let events = store.read_all(1, 100).await.expect("read");
@@ -254,14 +247,13 @@ async fn a_version_1_store_is_converted_on_open_keeping_every_stored_byte() {
     // Version 1: `events` held one JSON entry per position, `streams` one entry per version.
     let source = vetted_store::MemoryStore::new();
     for (stream, n) in [("applicant-a", 3), ("applicant-b", 2), ("applicant-a", 1)] {
-        source
-            .append(
-                stream,
-                ExpectedVersion::Any,
-                (0..n).map(step_passed).collect(),
-            )
-            .await
-            .expect("append");
+        append(
+            &source,
+            stream,
+            ExpectedVersion::Any,
+            (0..n).map(step_passed).collect(),
+        )
+        .await;
     }
     let events = source.read_all(1, 100).await.expect("read");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -314,14 +306,13 @@ async fn a_version_1_store_is_converted_on_open_keeping_every_stored_byte() {
         store.stream_version("applicant-b").await.expect("version"),
         Some(1)
     );
-    store
-        .append(
-            "applicant-a",
-            ExpectedVersion::Exact(3),
-            vec![step_passed(9)],
-        )
-        .await
-        .expect("the chain continues");
+    append(
+        &store,
+        "applicant-a",
+        ExpectedVersion::Exact(3),
+        vec![step_passed(9)],
+    )
+    .await;
     let report = verify(&store).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_mismatch);
     let names = store.db().tree_names();
@@ -350,10 +341,8 @@ async fn every_append_acknowledged_under_group_commit_is_there_after_a_reopen() 
                         } else {
                             vec![step_passed(n)]
                         };
-                        let ack = store
-                            .append(&stream, ExpectedVersion::Any, events)
-                            .await
-                            .expect("append");
+                        let ack =
+                            append(store.as_ref(), &stream, ExpectedVersion::Any, events).await;
                         acks.push((stream.clone(), ack));
                     }
                     acks
