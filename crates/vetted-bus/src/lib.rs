@@ -44,5 +44,44 @@ pub async fn connect(urls: &str) -> Result<async_nats::Client, BusError> {
         .request_timeout(Some(Duration::from_secs(5)))
         .connect(servers.as_slice())
         .await
-        .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {urls}: {e}")))
+        .map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot connect to NATS at {}: {e}",
+                redacted_urls(urls)
+            ))
+        })
+}
+
+/// NATS URLs (comma-separated) as they may be logged: `user:password@` or `token@` removed.
+pub fn redacted_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            if scheme.is_empty() {
+                rest.to_string()
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_urls;
+
+    #[test]
+    fn credentials_are_left_out_of_logged_urls() {
+        assert_eq!(
+            redacted_urls("nats://alice:s3cret@n1:4222, nats://tok3n@n2:4222,n3:4222"),
+            "nats://n1:4222,nats://n2:4222,n3:4222"
+        );
+        assert_eq!(
+            redacted_urls("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
 }

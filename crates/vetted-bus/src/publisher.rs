@@ -284,10 +284,17 @@ impl NatsPublisher {
                     }
                     None => continue 'resync,
                 };
-                // Take whatever else is ready now, up to the window size, without waiting.
+                // Take whatever else is ready now, up to the window size, without waiting. A
+                // read error ends the window: the events before it are published, then the
+                // feed is reopened after them (never past the event that could not be read).
+                let mut unreadable = None;
                 while window.len() < self.config.window.max(1) {
                     match feed.next().now_or_never() {
                         Some(Some(Ok(event))) => window.push(event),
+                        Some(Some(Err(e))) => {
+                            unreadable = Some(e);
+                            break;
+                        }
                         _ => break,
                     }
                 }
@@ -297,6 +304,12 @@ impl NatsPublisher {
                         Ok(()) => {
                             failures = 0;
                             self.save_checkpoint(last)?;
+                            if let Some(e) = unreadable.take() {
+                                tracing::warn!(error = %e, after = last, "NATS publisher cannot read the log; resubscribing");
+                                failures += 1;
+                                tokio::time::sleep(backoff(failures)).await;
+                                continue 'resync;
+                            }
                             break;
                         }
                         Err(e) => {

@@ -353,3 +353,97 @@ async fn a_failing_handler_gets_the_same_event_again() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+/// A store whose first feed meets an unreadable event in the middle of what is ready (a
+/// message that does not decode, say) and, as the JetStream feed does, goes on after it.
+struct OneBadRead {
+    inner: MemoryStore,
+    bad_at: u64,
+    feeds: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for OneBadRead {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<vetted_store::NewEvent>,
+    ) -> Result<vetted_store::AppendResult, vetted_store::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, vetted_store::StoreError> {
+        self.inner.read_stream(stream, from_version, max).await
+    }
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, vetted_store::StoreError> {
+        self.inner.read_all(from_position, max).await
+    }
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, vetted_store::StoreError> {
+        self.inner.stream_version(stream).await
+    }
+    async fn head(&self) -> Result<u64, vetted_store::StoreError> {
+        self.inner.head().await
+    }
+    fn subscribe_all(&self, from_position: u64) -> vetted_store::EventFeed {
+        use futures::StreamExt;
+        let feed = self.inner.subscribe_all(from_position);
+        if self.feeds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            return feed;
+        }
+        let bad_at = self.bad_at;
+        feed.map(move |item| match item {
+            Ok(e) if e.global_position == bad_at => Err(vetted_store::StoreError::Backend(
+                format!("event at {bad_at} does not decode"),
+            )),
+            other => other,
+        })
+        .boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_in_the_middle_of_a_window_is_published_after_a_resubscribe_not_skipped(
+) {
+    let server = NatsServer::start().expect("nats-server starts");
+    let client = vetted_bus::connect(&server.url()).await.unwrap();
+    let memory = MemoryStore::new();
+    for n in 0..10 {
+        memory
+            .append(
+                "applicant-w1",
+                ExpectedVersion::Any,
+                vec![event(APP, "StepPassed", n)],
+            )
+            .await
+            .unwrap();
+    }
+    let store: Arc<dyn EventStore> = Arc::new(OneBadRead {
+        inner: memory,
+        bad_at: 5,
+        feeds: Default::default(),
+    });
+    let (_dir, db) = db();
+    let (stop, task) = start_publisher(client.clone(), store, &db);
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint to reach 10",
+        || async { (checkpoint(&db) == 10).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stream_messages(&client).await,
+        10,
+        "every event published, the unreadable one included once it reads"
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}

@@ -88,11 +88,17 @@ impl Engine {
                 Arc::new(
                     vetted_bus::JetStreamStore::connect(
                         &url,
-                        vetted_bus::JetStreamStoreConfig::default(),
+                        vetted_bus::JetStreamStoreConfig {
+                            replicas: config.nats_replicas,
+                            ..Default::default()
+                        },
                     )
                     .await
                     .map_err(|e| {
-                        EngineError::Config(format!("cannot open the JetStream log at {url}: {e}"))
+                        EngineError::Config(format!(
+                            "cannot open the JetStream log at {}: {e}",
+                            vetted_bus::redacted_urls(&url)
+                        ))
                     })?,
                 )
             }

@@ -165,6 +165,17 @@ async fn two_vetted_nodes_on_one_jetstream_cluster_converge_to_identical_read_mo
         p["items"].as_array().unwrap().iter().all(|p| p["lag"] == 0),
         "{p}"
     );
+    // VETTED_NATS_REPLICAS applies to the log as well as to the fan-out stream.
+    let client = vetted_bus::connect(&url_a).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    for stream in [
+        vetted_bus::subjects::LOG_STREAM,
+        vetted_bus::subjects::EVENTS_STREAM,
+    ] {
+        let mut stream = jetstream.get_stream(stream).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.num_replicas, 3, "{}", info.config.name);
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -38,8 +38,9 @@ pub enum EndpointError {
     UnknownApplication(String),
 }
 
-/// One application's webhook endpoint.
-#[derive(Debug, Clone)]
+/// One application's webhook endpoint. Its `Debug` shows no secret: the key, the secrets,
+/// custom header values and the URL's credentials and query are left out.
+#[derive(Clone)]
 pub struct Endpoint {
     /// Where webhooks are POSTed.
     pub url: reqwest::Url,
@@ -51,6 +52,31 @@ pub struct Endpoint {
     pub secret: SigningSecret,
     /// The secret being rotated out and until when it still signs (both signatures are sent).
     pub previous_secret: Option<(SigningSecret, DateTime<Utc>)>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &redacted_url(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("crypto_key", &"…")
+            .field("secret", &self.secret)
+            .field(
+                "previous_secret_until",
+                &self.previous_secret.as_ref().map(|(_, until)| until),
+            )
+            .finish()
+    }
+}
+
+/// A URL as it may be logged: scheme, host, port and path; no credentials, query or fragment.
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
 }
 
 fn check_url(url: &str) -> Result<reqwest::Url, EndpointError> {
@@ -161,15 +187,20 @@ impl Endpoint {
         if let Some(secret) = secret {
             if secret != self.secret {
                 let old = std::mem::replace(&mut self.secret, secret);
-                self.previous_secret = Some((old, now + update.rotation_overlap));
+                // An absurd overlap keeps the old secret for good rather than overflowing.
+                let until = now
+                    .checked_add_signed(update.rotation_overlap)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                self.previous_secret = Some((old, until));
             }
         }
         Ok(())
     }
 }
 
-/// A change to an endpoint; `None` fields stay as they are.
-#[derive(Debug, Clone)]
+/// A change to an endpoint; `None` fields stay as they are. Its `Debug` says which fields
+/// change, never their secret values.
+#[derive(Clone)]
 pub struct EndpointUpdate {
     /// New webhook URL.
     pub url: Option<String>,
@@ -181,6 +212,22 @@ pub struct EndpointUpdate {
     pub signing_secret: Option<String>,
     /// How long the previous secret keeps signing beside the new one.
     pub rotation_overlap: chrono::Duration,
+}
+
+impl std::fmt::Debug for EndpointUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |present: bool| if present { "set" } else { "unchanged" };
+        f.debug_struct("EndpointUpdate")
+            .field("url", &set(self.url.is_some()))
+            .field(
+                "headers",
+                &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
+            )
+            .field("crypto_key", &set(self.crypto_key.is_some()))
+            .field("signing_secret", &set(self.signing_secret.is_some()))
+            .field("rotation_overlap", &self.rotation_overlap)
+            .finish()
+    }
 }
 
 impl Default for EndpointUpdate {
@@ -261,6 +308,45 @@ mod tests {
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let headers = BTreeMap::from([("X-Receiver-Token".to_string(), "tok-123".to_string())]);
+        let mut endpoint = Endpoint::new(
+            "https://user:pa55@hooks.example.com:8443/in?token=q-456",
+            headers.clone(),
+            KEY,
+            SECRET,
+        )
+        .unwrap();
+        let new_secret = SigningSecret::generate().unwrap();
+        let update = EndpointUpdate {
+            url: Some("https://user:pa55@elsewhere.example.com/".into()),
+            headers: Some(headers),
+            crypto_key: Some(KEY.into()),
+            signing_secret: Some(new_secret.as_str().into()),
+            rotation_overlap: chrono::Duration::MAX,
+        };
+        let new_body = &new_secret.as_str()["whsec_".len()..];
+        let shown = format!("{update:?}");
+        for secret in ["pa55", "tok-123", KEY, new_body, "elsewhere"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("X-Receiver-Token"), "{shown}");
+        // An overlap too long to add keeps the old secret signing instead of panicking.
+        endpoint.apply(update, Utc::now()).unwrap();
+        assert_eq!(
+            endpoint.previous_secret.as_ref().map(|(_, until)| *until),
+            Some(DateTime::<Utc>::MAX_UTC)
+        );
+        let shown = format!("{endpoint:?}");
+        for secret in ["pa55", "tok-123", "q-456", "MfKQ9r8", new_body, "1a1b1c"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("https://elsewhere.example.com/"), "{shown}");
+        let crypto_bytes = format!("{:?}", endpoint.crypto_key);
+        assert!(!shown.contains(&crypto_bytes), "{shown}");
+    }
 
     #[test]
     fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends() {

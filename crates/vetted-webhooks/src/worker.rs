@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::endpoint::{Endpoint, EndpointDirectory};
@@ -107,6 +107,8 @@ impl DeliveryWorker {
         let wake = self.outbox.wake_handle();
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut tasks: JoinSet<Finished> = JoinSet::new();
+        // The delivery each task holds, so a task that panicked still frees its delivery.
+        let mut holding: HashMap<tokio::task::Id, u64> = HashMap::new();
         let mut finished: Vec<Finished> = Vec::new();
         let mut in_hand: InHand = HashMap::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
@@ -121,12 +123,16 @@ impl DeliveryWorker {
         let record_at = (self.config.max_in_flight / 8).max(1);
         let mut first_finished: Option<Instant> = None;
         let mut scan = true;
-        let result = loop {
+        // After a failed intake or queue scan (storage error, a generation switched under the
+        // intake), the next try waits: 2 polls, doubling up to 5 s.
+        let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
+        loop {
             if *stopped.borrow() {
-                break Ok(());
+                break;
             }
-            while let Some(done) = tasks.try_join_next() {
-                finished.extend(done.ok());
+            while let Some(done) = tasks.try_join_next_with_id() {
+                finished.push(settle(done, &mut holding));
             }
             if finished.is_empty() {
                 first_finished = None;
@@ -138,29 +144,43 @@ impl DeliveryWorker {
                 }
             }
             let free = self.config.max_in_flight.saturating_sub(in_flight.len());
-            if scan || free >= refill_at {
-                if let Err(e) = self.pick_up(&mut in_flight, &mut tasks, &mut in_hand) {
-                    break Err(e);
+            let waiting = retry_at.is_some_and(|at| Instant::now() < at);
+            if (scan || free >= refill_at) && !waiting {
+                match self.pick_up(&mut in_flight, &mut tasks, &mut holding, &mut in_hand) {
+                    Ok(()) => (failures, retry_at) = (0, None),
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let pause = poll
+                            .saturating_mul(2u32.saturating_pow(failures.min(16)))
+                            .min(MAX_PAUSE);
+                        tracing::error!(error = %e, failures, retry_in_ms = pause.as_millis() as u64, "webhook deliveries could not be taken in or scanned; retrying");
+                        retry_at = Some(Instant::now() + pause);
+                    }
                 }
             }
             scan = false;
             tokio::select! {
-                _ = stopped.changed() => {}
+                changed = stopped.changed() => {
+                    // The handle was dropped without `stop`: stop as well.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
                 _ = wake.notified() => scan = true,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finished.extend(done.ok());
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    finished.push(settle(done, &mut holding));
                 }
                 _ = tokio::time::sleep(poll) => scan = true,
             }
-        };
+        }
         // Record what has finished; abandoned requests stay pending in storage, so nothing is lost.
-        while let Some(done) = tasks.try_join_next() {
-            finished.extend(done.ok());
+        while let Some(done) = tasks.try_join_next_with_id() {
+            finished.push(settle(done, &mut holding));
         }
         self.record(&mut finished, &mut in_flight, &mut in_hand);
         tasks.shutdown().await;
         self.outbox.flush().await?;
-        result
+        Ok(())
     }
 
     /// Writes finished attempts in one batch, then frees their deliveries for the next scan (not
@@ -198,6 +218,7 @@ impl DeliveryWorker {
         self: &Arc<Self>,
         in_flight: &mut HashSet<u64>,
         tasks: &mut JoinSet<Finished>,
+        holding: &mut HashMap<tokio::task::Id, u64>,
         in_hand: &mut InHand,
     ) -> Result<(), WorkerError> {
         loop {
@@ -212,16 +233,52 @@ impl DeliveryWorker {
                 break;
             }
         }
-        let free = self.config.max_in_flight.saturating_sub(in_flight.len());
+        let mut free = self.config.max_in_flight.saturating_sub(in_flight.len());
         if free == 0 {
             return Ok(());
         }
-        for id in self.outbox.due(Utc::now(), free, in_flight)? {
+        // A delivery starts only with a slot of its endpoint in hand, so deliveries queued
+        // behind a slow or saturated endpoint never hold global slots other applications
+        // need: the scan looks past them, up to a window of due deliveries.
+        let window = self
+            .config
+            .max_in_flight
+            .saturating_mul(SCAN_FACTOR)
+            .max(free);
+        let mut saturated: HashSet<String> = HashSet::new();
+        for id in self.outbox.due(Utc::now(), window, in_flight)? {
+            if free == 0 {
+                break;
+            }
+            let delivery = match in_hand.remove(&id) {
+                Some(d) => d,
+                None => match self.outbox.get(id)? {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            let slot = match self.directory.endpoint(&delivery.app_key) {
+                None => None,
+                Some(_) if saturated.contains(&delivery.app_key) => {
+                    keep(in_hand, delivery);
+                    continue;
+                }
+                Some(endpoint) => {
+                    match self.endpoint_limit(&delivery.app_key).try_acquire_owned() {
+                        Ok(permit) => Some((endpoint, permit)),
+                        Err(_) => {
+                            saturated.insert(delivery.app_key.clone());
+                            keep(in_hand, delivery);
+                            continue;
+                        }
+                    }
+                }
+            };
+            free -= 1;
             in_flight.insert(id);
             let worker = Arc::clone(self);
-            let row = in_hand.remove(&id);
-            tasks.spawn(async move {
-                match worker.deliver(id, row).await {
+            let task = tasks.spawn(async move {
+                match worker.deliver(delivery, slot).await {
                     Ok(settled) => (id, settled),
                     Err(e) => {
                         tracing::error!(delivery = id, error = %e, "webhook delivery could not be attempted");
@@ -229,6 +286,7 @@ impl DeliveryWorker {
                     }
                 }
             });
+            holding.insert(task.id(), id);
         }
         Ok(())
     }
@@ -246,22 +304,17 @@ impl DeliveryWorker {
             .clone()
     }
 
-    /// One attempt of one delivery; its outcome is recorded by the loop, batched with others.
+    /// One attempt of one delivery, holding a slot of its endpoint (`None`: the application
+    /// has no endpoint); its outcome is recorded by the loop, batched with others.
     async fn deliver(
         &self,
-        id: u64,
-        row: Option<Delivery>,
+        delivery: Delivery,
+        slot: Option<(Arc<Endpoint>, OwnedSemaphorePermit)>,
     ) -> Result<Option<Settled>, OutboxError> {
-        let delivery = match row {
-            Some(d) => d,
-            None => match self.outbox.get(id)? {
-                Some(d) => d,
-                None => return Ok(None),
-            },
-        };
         if delivery.state != DeliveryState::Pending {
             return Ok(None);
         }
+        let id = delivery.id;
         let app_key = delivery.app_key.clone();
         if let Some(disabled) = self.outbox.endpoint_disabled(&app_key)? {
             let error = format!(
@@ -278,7 +331,7 @@ impl DeliveryWorker {
         }
         let started_at = Utc::now();
         let clock = Instant::now();
-        let exchange = match self.directory.endpoint(&app_key) {
+        let exchange = match slot {
             None => Exchange {
                 status: None,
                 retry_after: None,
@@ -286,12 +339,8 @@ impl DeliveryWorker {
                     "application {app_key} has no webhook URL; set one (retries continue)"
                 )),
             },
-            Some(endpoint) => {
-                let limit = self.endpoint_limit(&app_key);
-                // The semaphore is never closed, so acquiring only waits.
-                let _permit = limit.acquire_owned().await.ok();
-                self.post(&delivery, &endpoint).await
-            }
+            // The permit is released when the exchange ends.
+            Some((endpoint, _permit)) => self.post(&delivery, &endpoint).await,
         };
         let latency_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let status = exchange.status;
@@ -317,7 +366,7 @@ impl DeliveryWorker {
                 .config
                 .next_delay(delivery.attempts_in_round() + 1, exchange.retry_after)
             {
-                Some(delay) => Next::RetryAt(Utc::now() + delay),
+                Some(delay) => Next::RetryAt(later(Utc::now(), delay)),
                 None => Next::Dead,
             },
         };
@@ -396,8 +445,16 @@ impl DeliveryWorker {
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| parse_retry_after(v.to_str().ok()?));
-                // Reading the (small) body lets the connection go back to the pool.
-                let _ = response.bytes().await;
+                // Reading a small body lets the connection go back to the pool; a body past
+                // MAX_RESPONSE_BODY is not read further (the connection is closed instead).
+                let mut response = response;
+                let mut read = 0usize;
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    read += chunk.len();
+                    if read > MAX_RESPONSE_BODY {
+                        break;
+                    }
+                }
                 let error =
                     (!(200..300).contains(&status)).then(|| format!("endpoint answered {status}"));
                 Exchange {
@@ -409,6 +466,51 @@ impl DeliveryWorker {
             Err(e) => failed(error_chain(&e)),
         }
     }
+}
+
+/// How many due deliveries a scan looks at, per slot in total: it looks past deliveries whose
+/// endpoint is at its limit.
+const SCAN_FACTOR: usize = 4;
+
+/// Puts a delivery not started back in hand (if there is room), so the next scan need not read it.
+fn keep(in_hand: &mut InHand, delivery: Delivery) {
+    if in_hand.len() < ROWS_IN_HAND {
+        in_hand.insert(delivery.id, delivery);
+    }
+}
+
+/// Most bytes of a receiver's answer read (and thrown away) per attempt.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// Longest pause after failed intakes or queue scans.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// A finished task as the loop records it. A task that panicked made no attempt: its delivery
+/// is freed, still pending, for the next scan.
+fn settle(
+    done: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    holding: &mut HashMap<tokio::task::Id, u64>,
+) -> Finished {
+    match done {
+        Ok((task, finished)) => {
+            holding.remove(&task);
+            finished
+        }
+        Err(e) => {
+            let id = holding.remove(&e.id()).unwrap_or_default();
+            tracing::error!(delivery = id, error = %e, "webhook delivery task failed; the delivery stays pending");
+            (id, None)
+        }
+    }
+}
+
+/// `now + delay`, saturating at the latest time chrono represents instead of overflowing (a
+/// configured delay or a receiver's `Retry-After` may be absurdly large).
+fn later(now: chrono::DateTime<Utc>, delay: Duration) -> chrono::DateTime<Utc> {
+    chrono::TimeDelta::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -436,6 +538,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_delay_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, Duration::from_secs(90)),
+            now + chrono::Duration::seconds(90)
+        );
+        assert_eq!(later(now, Duration::MAX), chrono::DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            later(now, Duration::from_secs(u64::MAX / 4)),
+            chrono::DateTime::<Utc>::MAX_UTC
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

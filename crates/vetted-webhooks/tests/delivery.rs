@@ -582,6 +582,34 @@ async fn one_endpoint_never_gets_more_concurrent_requests_than_its_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_intakes_are_retried_and_delivery_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(|_| Reply::ok()).await;
+    let app = AppKey(uuid::Uuid::new_v4());
+    let pipeline = Pipeline::start_failing_intakes(
+        dir.path(),
+        endpoints_for(app, &receiver.url),
+        fast(5, 9),
+        4,
+    )
+    .await;
+    pipeline.append_all(&lifecycles(81, app, 2)).await;
+    let expected = pipeline
+        .log()
+        .await
+        .iter()
+        .filter(|e| expected_webhook(e).is_some())
+        .count();
+    eventually(
+        WAIT,
+        "every webhook delivered after the failed intakes",
+        || receiver.delivered_ids().len() == expected,
+    )
+    .await;
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(|n| {

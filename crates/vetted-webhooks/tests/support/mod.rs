@@ -196,13 +196,33 @@ impl Pipeline {
         endpoints: Arc<MemoryEndpoints>,
         config: DeliveryConfig,
     ) -> Pipeline {
+        Self::start_failing_intakes(dir, endpoints, config, 0).await
+    }
+
+    /// Like [`Pipeline::start`], with the first `failures` intakes failing as if the outbox's
+    /// source could not be read (a generation switched under it, a storage error).
+    pub async fn start_failing_intakes(
+        dir: &Path,
+        endpoints: Arc<MemoryEndpoints>,
+        config: DeliveryConfig,
+        failures: usize,
+    ) -> Pipeline {
         let store = SledStore::open(dir).unwrap();
         let db = store.db().clone();
         let projector: Arc<dyn vetted_projections::Projection> = Arc::new(WebhookProjector);
         let read_models =
             Arc::new(ReadModels::with_projections(db.clone(), vec![projector]).unwrap());
         let runner = Runner::start(read_models.clone(), Arc::new(store.clone()));
-        let outbox = Outbox::open(&db, OutboxSource::live_projection(read_models.clone())).unwrap();
+        let live = read_models.clone();
+        let tries = AtomicUsize::new(0);
+        let source = OutboxSource::Resolve(Arc::new(move || {
+            if tries.fetch_add(1, Ordering::SeqCst) < failures {
+                return Err("the outbox source is not readable (injected)".into());
+            }
+            live.live_tree(vetted_webhooks::projector::PROJECTION_NAME)
+                .map_err(|e| e.to_string())
+        }));
+        let outbox = Outbox::open(&db, source).unwrap();
         let worker = DeliveryWorker::new(outbox.clone(), endpoints, config)
             .unwrap()
             .spawn();
