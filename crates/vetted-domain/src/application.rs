@@ -20,8 +20,9 @@ pub enum Mode {
     Live,
 }
 
-/// A client application (tenant) and its keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A client application (tenant) and its keys. Its `Debug` leaves the keys, the webhook
+/// URL (it may carry credentials) and header values out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Application {
     /// Public id, also the tenant of every event the application causes.
@@ -46,6 +47,25 @@ pub struct Application {
     /// Test or live.
     #[serde(default)]
     pub mode: Mode,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("app_key", &self.app_key)
+            .field("name", &self.name)
+            .field("private_key_hash", &"…")
+            .field("crypto_key", &"…")
+            .field("signing_secret", &"…")
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "set"))
+            .field(
+                "webhook_headers",
+                &self.webhook_headers.keys().collect::<Vec<_>>(),
+            )
+            .field("redirect_url", &self.redirect_url)
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 impl Application {

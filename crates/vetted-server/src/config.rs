@@ -12,8 +12,9 @@ pub enum StoreKind {
     Jetstream,
 }
 
-/// Settings shared by `vetted serve` and the offline commands.
-#[derive(Debug, Clone, Args)]
+/// Settings shared by `vetted serve` and the offline commands. Its `Debug` hides the admin
+/// token and any credentials in the NATS URL.
+#[derive(Clone, Args)]
 pub struct Config {
     /// Directory for the sled database (events on the sled backend, read models and checkpoints always).
     #[arg(long, env = "VETTED_DATA_DIR", default_value = "./data")]
@@ -62,5 +63,23 @@ impl Config {
             ],
             webhook_timeout: 15.0,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("store", &self.store)
+            .field(
+                "nats_url",
+                &self.nats_url.as_deref().map(vetted_bus::redacted_urls),
+            )
+            .field("nats_replicas", &self.nats_replicas)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
+            .field("webhook_retry_schedule", &self.webhook_retry_schedule)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .finish()
     }
 }

@@ -53,14 +53,78 @@ pub struct NewApplication {
     pub mode: Option<Mode>,
 }
 
-/// `POST /v1/flows` body: a flow definition without id and version.
+/// `POST /v1/flows` body: a flow definition without id and version. Read strictly (see
+/// [`FlowRequest`]): a misspelt setting is refused, not silently left at its default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "FlowRequest")]
 pub struct NewFlow {
     pub name: String,
     pub steps: Vec<StepSpec>,
-    #[serde(flatten)]
     pub settings: FlowSettings,
+}
+
+/// The wire shape of [`NewFlow`]: the flow's settings beside its name and steps, every field
+/// known (the domain types stay lenient, for events written by other versions).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FlowRequest {
+    name: String,
+    steps: Vec<StepRequest>,
+    #[serde(default)]
+    auto_approval: Option<bool>,
+    #[serde(default)]
+    face_match_threshold: Option<f64>,
+    #[serde(default)]
+    permitted_countries: Option<Vec<String>>,
+    #[serde(default)]
+    excluded_countries: Option<Vec<String>>,
+    #[serde(default)]
+    kind: Option<vetted_domain::FlowKind>,
+}
+
+/// The wire shape of one [`StepSpec`], every field known.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StepRequest {
+    #[serde(rename = "type")]
+    step_type: vetted_domain::StepType,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    countries: Vec<String>,
+}
+
+impl From<FlowRequest> for NewFlow {
+    fn from(r: FlowRequest) -> Self {
+        let defaults = FlowSettings::default();
+        NewFlow {
+            name: r.name,
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| StepSpec {
+                    step_type: s.step_type,
+                    max_attempts: s.max_attempts,
+                    threshold: s.threshold,
+                    sources: s.sources,
+                    countries: s.countries,
+                })
+                .collect(),
+            settings: FlowSettings {
+                auto_approval: r.auto_approval.unwrap_or(defaults.auto_approval),
+                face_match_threshold: r
+                    .face_match_threshold
+                    .unwrap_or(defaults.face_match_threshold),
+                permitted_countries: r.permitted_countries.unwrap_or_default(),
+                excluded_countries: r.excluded_countries.unwrap_or_default(),
+                kind: r.kind.unwrap_or(defaults.kind),
+            },
+        }
+    }
 }
 
 /// `POST /v1/applicants` body.
@@ -126,6 +190,34 @@ fn validate_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What every stored application must satisfy: a name, http(s) URLs, and webhook settings the
+/// delivery worker can use (so a bad header or URL is refused here, not at every delivery).
+fn validate_application(app: &Application) -> Result<(), ApiError> {
+    non_empty("name", &app.name, 200)?;
+    validate_url("webhookUrl", &app.webhook_url)?;
+    validate_url("redirectUrl", &app.redirect_url)?;
+    if let Some(url) = &app.webhook_url {
+        vetted_webhooks::endpoint::check_url(url)
+            .map_err(|e| ApiError::validation(format!("webhookUrl: {e}")))?;
+    }
+    vetted_webhooks::endpoint::check_headers(&app.webhook_headers)
+        .map_err(|e| ApiError::validation(format!("webhookHeaders: {e}")))?;
+    Ok(())
+}
+
+/// Checks an identifier a client chooses (an external user id, a reviewer id): 1 to `max`
+/// characters, none of them a control character (read models index these ids, and a NUL or
+/// line break would also make them unreadable in a timeline).
+pub(crate) fn identifier(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    non_empty(field, value, max)?;
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::validation(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 fn non_empty(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::validation(format!("{field} must not be empty")));
@@ -145,19 +237,6 @@ impl Engine {
         req: NewApplication,
         meta: &Meta,
     ) -> Result<(Application, ApplicationSecrets), ApiError> {
-        non_empty("name", &req.name, 200)?;
-        validate_url("webhookUrl", &req.webhook_url)?;
-        validate_url("redirectUrl", &req.redirect_url)?;
-        for (k, v) in &req.webhook_headers {
-            let valid_name = !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid_name || v.contains(['\r', '\n']) {
-                return Err(ApiError::validation(format!(
-                    "webhookHeaders has an invalid header {k:?}"
-                )));
-            }
-        }
         let secrets = keys::generate()
             .map_err(|e| ApiError::internal(format!("random source failed: {e}")))?;
         let app = Application {
@@ -171,6 +250,7 @@ impl Engine {
             redirect_url: req.redirect_url,
             mode: req.mode.unwrap_or(Mode::Test),
         };
+        validate_application(&app)?;
         self.record_application(
             ApplicationEvent::ApplicationCreated(app.clone()),
             ExpectedVersion::NoStream,
@@ -187,10 +267,18 @@ impl Engine {
         expected: ExpectedVersion,
         meta: &Meta,
     ) -> Result<(), ApiError> {
-        let app_key = match &event {
-            ApplicationEvent::ApplicationCreated(app)
-            | ApplicationEvent::ApplicationUpdated(app) => app.app_key,
-        };
+        let appended = self.append_application(event, expected, meta).await?;
+        self.wait_for_registry(appended.last_position).await
+    }
+
+    /// Appends an application event to its stream.
+    async fn append_application(
+        &self,
+        event: ApplicationEvent,
+        expected: ExpectedVersion,
+        meta: &Meta,
+    ) -> Result<AppendResult, StoreError> {
+        let app_key = event.application().app_key;
         let batch = envelopes(
             &app_key.to_string(),
             meta,
@@ -200,28 +288,75 @@ impl Engine {
                 event.to_payload(),
             )],
         );
-        let appended = self
-            .store
+        self.store
             .append(&application_stream(&app_key), expected, batch)
-            .await?;
-        self.wait_for_registry(appended.last_position).await
+            .await
     }
 
-    /// Records a changed application (webhook URL, headers, keys).
-    pub async fn update_application(
+    /// Changes an application: `change` is applied to its latest state as the log holds it,
+    /// and the result is appended only if nothing else changed it meanwhile (otherwise it is
+    /// read and changed again), so two concurrent changes never undo each other — a rotated-out
+    /// key cannot come back. `change` may run more than once; what it returns for the attempt
+    /// that was stored is returned.
+    pub async fn update_application<T>(
         &self,
-        app: Application,
+        app_key: &AppKey,
         meta: &Meta,
-    ) -> Result<Application, ApiError> {
-        validate_url("webhookUrl", &app.webhook_url)?;
-        validate_url("redirectUrl", &app.redirect_url)?;
-        self.record_application(
-            ApplicationEvent::ApplicationUpdated(app.clone()),
-            ExpectedVersion::Any,
-            meta,
-        )
-        .await?;
-        Ok(app)
+        change: impl Fn(&mut Application) -> Result<T, ApiError>,
+    ) -> Result<(Application, T), ApiError> {
+        let stream = application_stream(app_key);
+        for _ in 0..CONFLICT_RETRIES {
+            let events = self.store.read_stream(&stream, 0, usize::MAX).await?;
+            let Some(last) = events.last() else {
+                return Err(ApiError::not_found(format!("no application {app_key}")));
+            };
+            let mut app = ApplicationEvent::from_payload(
+                &last.event_type,
+                last.schema_version,
+                &last.payload,
+            )
+            .map_err(|e| ApiError::internal(format!("application {app_key} unreadable: {e}")))?
+            .application()
+            .clone();
+            let shown = change(&mut app)?;
+            validate_application(&app)?;
+            let expected = ExpectedVersion::Exact(last.stream_version);
+            let event = ApplicationEvent::ApplicationUpdated(app.clone());
+            match self.append_application(event, expected, meta).await {
+                Ok(appended) => {
+                    self.wait_for_registry(appended.last_position).await?;
+                    return Ok((app, shown));
+                }
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    self.until_readable(&stream, actual).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::version_conflict(
+            None,
+            "the application's latest version (it kept changing; try again)",
+        ))
+    }
+
+    /// After losing a race: waits (bounded) until reads of `stream` show the version the store
+    /// said it is at. The winner's events may still be on their way to durability, and a retry
+    /// that read the old state again would only lose again.
+    async fn until_readable(&self, stream: &str, actual: Option<u64>) -> Result<(), ApiError> {
+        let Some(actual) = actual else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self
+            .store
+            .stream_version(stream)
+            .await?
+            .is_none_or(|v| v < actual)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(())
     }
 
     /// Creates a flow, or a new version of it when the name exists.
@@ -243,9 +378,26 @@ impl Engine {
         }
         let stream = flow_stream(app_key, &req.name);
         for _ in 0..CONFLICT_RETRIES {
+            // The next version number comes from the flow's own stream (the registry may lag):
+            // the append below expects exactly this stream version, so two concurrent saves
+            // of one name can never both get the same version.
             let current = self.store.stream_version(&stream).await?;
-            let latest = self.registry.flow(app_key, &req.name)?;
-            let version = latest.map(|f| f.version + 1).unwrap_or(1);
+            let version = match current {
+                None => 1,
+                Some(at) => {
+                    let last = self.store.read_stream(&stream, at, 1).await?;
+                    let Some(last) = last.first() else { continue };
+                    let FlowEvent::FlowVersionCreated { flow, .. } = FlowEvent::from_payload(
+                        &last.event_type,
+                        last.schema_version,
+                        &last.payload,
+                    )
+                    .map_err(|e| {
+                        ApiError::internal(format!("flow {} unreadable: {e}", req.name))
+                    })?;
+                    flow.version + 1
+                }
+            };
             let flow = Flow {
                 id: Uuid::now_v7(),
                 name: req.name.clone(),
@@ -275,7 +427,9 @@ impl Engine {
                     self.wait_for_registry(appended.last_position).await?;
                     return Ok(flow);
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    self.until_readable(&stream, actual).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -289,7 +443,7 @@ impl Engine {
         req: NewApplicant,
         meta: &Meta,
     ) -> Result<CommandOutcome, ApiError> {
-        non_empty("externalUserId", &req.external_user_id, 256)?;
+        identifier("externalUserId", &req.external_user_id, 256)?;
         let flow = match req.flow_version {
             Some(v) => self.registry.flow_version(app_key, &req.flow, v)?,
             None => self.registry.flow(app_key, &req.flow)?,
@@ -415,7 +569,9 @@ impl Engine {
                         if_match.unwrap_or_default(),
                     ));
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    self.until_readable(&stream, actual).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -299,6 +299,187 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() {
     s.stop().await;
 }
 
+impl TestServer {
+    async fn patch_application(&self, app_key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(self.url(&format!("/v1/applications/{app_key}")))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_application_changes_never_undo_each_other() {
+    let s = TestServer::start().await;
+    let (mut key, app_key) = s.application().await;
+    for round in 0..5 {
+        let redirect = format!("https://example.com/done/{round}");
+        let (rotated, redirected) = tokio::join!(
+            s.patch_application(&app_key, json!({"rotatePrivateKey": true})),
+            s.patch_application(&app_key, json!({"redirectUrl": redirect})),
+        );
+        assert_eq!(rotated.0, 200, "{}", rotated.1);
+        assert_eq!(redirected.0, 200, "{}", redirected.1);
+        let new_key = rotated.1["privateKey"].as_str().unwrap().to_string();
+        let (st, app) = s.get(&new_key, "/v1/application").await;
+        assert_eq!(st, 200, "round {round}: the key just issued works: {app}");
+        assert_eq!(app["redirectUrl"], json!(redirect), "round {round}");
+        let (st, _) = s.get(&key, "/v1/application").await;
+        assert_eq!(st, 401, "round {round}: the rotated-out key stays out");
+        key = new_key;
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_saves_of_one_flow_get_distinct_versions() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    let save = |n: u32| {
+        s.post(
+            &key,
+            "/v1/flows",
+            json!({"name": "raced", "steps": [{"type": "document_check", "maxAttempts": n}]}),
+        )
+    };
+    let saved = futures::future::join_all((1..=4).map(save)).await;
+    let mut versions: Vec<u64> = saved
+        .iter()
+        .map(|(st, body)| {
+            assert_eq!(*st, 201, "{body}");
+            body["version"].as_u64().unwrap()
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    // Each version resolves to the steps its caller was shown.
+    for (_, body) in &saved {
+        let (st, flow) = s
+            .post(
+                &key,
+                "/v1/applicants",
+                json!({"externalUserId": format!("v{}", body["version"]), "flow": "raced", "flowVersion": body["version"]}),
+            )
+            .await;
+        assert_eq!(st, 201, "{flow}");
+        assert_eq!(flow["flow"]["version"], body["version"], "{flow}");
+        assert_eq!(
+            flow["steps"][0]["maxAttempts"], body["steps"][0]["maxAttempts"],
+            "{flow}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn settings_and_ids_the_engine_could_not_use_are_refused() {
+    let s = TestServer::start().await;
+    let (key, app_key) = s.application().await;
+    let create = |body: Value| s.post(ADMIN, "/v1/applications", body);
+    for (body, why) in [
+        (
+            json!({"name": "a", "webhookUrl": "https://h.example/", "webhookHeaders": {"content-type": "x"}}),
+            "a header Vetted sets",
+        ),
+        (
+            json!({"name": "a", "webhookUrl": "http://"}),
+            "a URL without host",
+        ),
+        (
+            json!({"name": "a", "webhookHeaders": {"bad header": "x"}}),
+            "an invalid header name",
+        ),
+    ] {
+        let (st, body) = create(body).await;
+        assert_eq!(st, 422, "{why}: {body}");
+        assert_eq!(body["error"]["code"], "validation", "{why}");
+    }
+    for (body, why) in [
+        (json!({"name": ""}), "an empty name"),
+        (
+            json!({"webhookHeaders": {"bad header": "x"}}),
+            "an invalid header name",
+        ),
+        (json!({"webhookUrl": "ftp://h.example/"}), "a non-http URL"),
+    ] {
+        let (st, body) = s.patch_application(&app_key, body).await;
+        assert_eq!(st, 422, "{why}: {body}");
+    }
+    let (st, app) = s.get(&key, "/v1/application").await;
+    assert_eq!(st, 200);
+    assert_eq!(app["name"], "Demo", "refused changes changed nothing");
+
+    // A misspelt flow setting or step field is refused, not dropped.
+    for body in [
+        json!({"name": "typo", "autoApprovall": true, "steps": [{"type": "aml"}]}),
+        json!({"name": "typo", "steps": [{"type": "face_match", "treshold": 5}]}),
+    ] {
+        let (st, err) = s.post(&key, "/v1/flows", body).await;
+        assert_eq!(st, 422, "{err}");
+    }
+    let (st, _) = s.get(&key, "/v1/flows/typo").await;
+    assert_eq!(st, 404);
+
+    // Ids with control characters would corrupt the list's and the queue's indexes.
+    let (st, err) = s
+        .post(&key, "/v1/applicants", json!({"externalUserId": "a\u{0}b"}))
+        .await;
+    assert_eq!(st, 422, "{err}");
+    let id = s.applicant(&key, "ctl").await;
+    let (st, err) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/reviewer"),
+            json!({"reviewerId": "r\n1"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{err}");
+    // flowVersion alone does not silently restart the current flow.
+    let (st, err) = s
+        .post(
+            &key,
+            &format!("/v1/applicants/{id}/flow"),
+            json!({"flowVersion": 2}),
+        )
+        .await;
+    assert_eq!(st, 422, "{err}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn query_and_path_errors_have_the_json_error_body() {
+    let s = TestServer::start().await;
+    let (key, _) = s.application().await;
+    for path in [
+        "/v1/applicants?limit=abc",
+        "/v1/webhooks/deliveries?limit=-1",
+        "/v1/applicants/%FF",
+    ] {
+        let r = s
+            .http
+            .get(s.url(path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        let body: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_the_admin_token() {
     let s = TestServer::start().await;

@@ -79,19 +79,22 @@ pub fn redacted_url(url: &reqwest::Url) -> String {
     shown
 }
 
-fn check_url(url: &str) -> Result<reqwest::Url, EndpointError> {
+/// Checks a webhook URL: http(s), with a host.
+pub fn check_url(url: &str) -> Result<reqwest::Url, EndpointError> {
     let invalid = |reason: String| EndpointError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
     match parsed.scheme() {
-        "http" | "https" => Ok(parsed),
+        "http" | "https" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(parsed),
+        "http" | "https" => Err(invalid("it has no host".into())),
         other => Err(invalid(format!("scheme {other:?} is not http or https"))),
     }
 }
 
-fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), EndpointError> {
+/// Checks custom webhook headers: valid names and values, none of the names Vetted sets itself.
+pub fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), EndpointError> {
     for (name, value) in headers {
         let refuse = |reason: &str| EndpointError::InvalidHeader {
             name: name.clone(),

@@ -310,11 +310,7 @@ pub async fn assign_reviewer(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReviewerBody>,
 ) -> Result<Response, ApiError> {
-    if body.reviewer_id.trim().is_empty() || body.reviewer_id.len() > 128 {
-        return Err(ApiError::validation(
-            "reviewerId must be 1 to 128 characters",
-        ));
-    }
+    crate::service::identifier("reviewerId", &body.reviewer_id, 128)?;
     cmd.run(
         &id,
         Command::AssignReviewer {
@@ -365,6 +361,7 @@ pub async fn decision(
             .flatten()
     });
     if let Some(r) = &reviewer_id {
+        crate::service::identifier("reviewerId", r, 128)?;
         cmd.meta.actor.kind = vetted_store::ActorKind::Reviewer;
         cmd.meta.actor.id = Some(r.clone());
     }
@@ -406,9 +403,11 @@ pub async fn comment(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowBody {
-    /// Another flow's name to change to; absent (or the current flow's name with no newer version) restarts.
+    /// The flow to change to (its latest version unless `flowVersion` says which); absent:
+    /// the current flow restarts.
     #[serde(default)]
     flow: Option<String>,
+    /// A version of `flow`; needs `flow`.
     #[serde(default)]
     flow_version: Option<u32>,
 }
@@ -421,6 +420,11 @@ pub async fn change_flow(
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
     let command = match body.flow {
+        None if body.flow_version.is_some() => {
+            return Err(ApiError::validation(
+                "flowVersion needs flow: name the flow whose version to change to",
+            ))
+        }
         None => Command::RestartFlow,
         Some(name) => {
             let flow = match body.flow_version {

@@ -101,38 +101,38 @@ pub async fn update(
     let app_key: AppKey = app_key
         .parse()
         .map_err(|_| ApiError::not_found(format!("no application {app_key:?}")))?;
-    let mut app = engine
-        .registry
-        .application(&app_key)?
-        .ok_or_else(|| ApiError::not_found(format!("no application {app_key}")))?;
-    let mut shown = serde_json::Map::new();
-    if let Some(name) = changes.name {
-        app.name = name;
-    }
-    if let Some(url) = changes.webhook_url {
-        app.webhook_url = url;
-    }
-    if let Some(headers) = changes.webhook_headers {
-        app.webhook_headers = headers;
-    }
-    if let Some(url) = changes.redirect_url {
-        app.redirect_url = url;
-    }
-    let fresh =
-        keys::generate().map_err(|e| ApiError::internal(format!("random source failed: {e}")))?;
-    if changes.rotate_private_key {
-        app.private_key_hash = keys::hash_private_key(&fresh.private_key);
-        shown.insert("privateKey".into(), json!(fresh.private_key));
-    }
-    if changes.rotate_crypto_key {
-        app.crypto_key = fresh.crypto_key.clone();
-        shown.insert("cryptoKey".into(), json!(fresh.crypto_key));
-    }
-    if changes.rotate_signing_secret {
-        app.signing_secret = fresh.signing_secret.clone();
-        shown.insert("signingSecret".into(), json!(fresh.signing_secret));
-    }
-    let app = engine.update_application(app, &meta).await?;
+    // Applied to the application's latest state; may run again if another change lands first.
+    let change = |app: &mut Application| -> Result<serde_json::Map<String, Value>, ApiError> {
+        let mut shown = serde_json::Map::new();
+        if let Some(name) = &changes.name {
+            app.name = name.trim().to_string();
+        }
+        if let Some(url) = &changes.webhook_url {
+            app.webhook_url = url.clone();
+        }
+        if let Some(headers) = &changes.webhook_headers {
+            app.webhook_headers = headers.clone();
+        }
+        if let Some(url) = &changes.redirect_url {
+            app.redirect_url = url.clone();
+        }
+        let fresh = keys::generate()
+            .map_err(|e| ApiError::internal(format!("random source failed: {e}")))?;
+        if changes.rotate_private_key {
+            app.private_key_hash = keys::hash_private_key(&fresh.private_key);
+            shown.insert("privateKey".into(), json!(fresh.private_key));
+        }
+        if changes.rotate_crypto_key {
+            app.crypto_key = fresh.crypto_key.clone();
+            shown.insert("cryptoKey".into(), json!(fresh.crypto_key));
+        }
+        if changes.rotate_signing_secret {
+            app.signing_secret = fresh.signing_secret.clone();
+            shown.insert("signingSecret".into(), json!(fresh.signing_secret));
+        }
+        Ok(shown)
+    };
+    let (app, shown) = engine.update_application(&app_key, &meta, change).await?;
     engine.webhook_endpoint_changed(&app.app_key)?;
     let mut body = public_view(&app);
     for (k, v) in shown {

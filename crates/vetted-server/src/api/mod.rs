@@ -129,7 +129,39 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_client_errors))
         .with_state(state)
+}
+
+/// Gives every client error the API's JSON error body. Handlers answer with [`ApiError`]
+/// already; this catches the plain-text rejections of axum's own extractors (a query string
+/// or a path segment that does not parse), so a client never has to parse two error shapes.
+async fn json_client_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 16 * 1024).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_string(),
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation",
+        _ => "bad_request",
+    };
+    axum::response::IntoResponse::into_response(ApiError::new(status, code, text))
 }
 
 async fn route_not_found() -> ApiError {
