@@ -12,7 +12,10 @@
 //! Keys (big-endian u64 throughout, so they sort numerically):
 //! - `\x00intake` → the last outbox position taken in;
 //! - `d/<id>` → [`Delivery`] JSON, `id` = the event's global position;
-//! - `q/<due ms><id>` → empty, present while the delivery is pending (the due queue);
+//! - `p/<app key length, u32><app key><due ms><id>` → empty, present while the delivery is
+//!   pending: each application's due queue, so the worker can take due deliveries of the
+//!   applications whose endpoints have room without walking past another's backlog (the
+//!   single `q/<due ms><id>` queue of earlier versions is converted on open);
 //! - `e/<app key>` → [`DisabledEndpoint`] JSON after a 410 Gone;
 //! - `a/<app key length, u32><app key><id>` → one state byte: the per-application index that
 //!   `list` walks, written with its delivery row every time;
@@ -32,7 +35,9 @@ use crate::projector::{outbox_key, position_of_outbox_key};
 pub const DELIVERIES_TREE: &str = "webhook_deliveries";
 const INTAKE_KEY: &[u8] = b"\x00intake";
 const DELIVERY_PREFIX: &[u8] = b"d/";
-const QUEUE_PREFIX: &[u8] = b"q/";
+const QUEUE_PREFIX: &[u8] = b"p/";
+/// The single due queue of earlier versions (`q/<due ms><id>`), converted on open.
+const OLD_QUEUE_PREFIX: &[u8] = b"q/";
 const DISABLED_PREFIX: &[u8] = b"e/";
 const INDEX_PREFIX: &[u8] = b"a/";
 const INDEX_MARKER: &[u8] = b"\x00index";
@@ -158,7 +163,9 @@ pub struct Settled {
 impl Settled {
     /// Applies `attempt` and `next` to `delivery` as it was read when the attempt began.
     pub fn new(mut delivery: Delivery, attempt: Attempt, next: Next) -> Self {
-        let old_queue = delivery.next_attempt_at.map(|t| queue_key(t, delivery.id));
+        let old_queue = delivery
+            .next_attempt_at
+            .map(|t| queue_key(&delivery.app_key, t, delivery.id));
         delivery.attempts.push(attempt);
         match next {
             Next::Delivered => delivery.state = DeliveryState::Delivered,
@@ -253,17 +260,43 @@ fn state_byte(state: DeliveryState) -> u8 {
     }
 }
 
-fn queue_key(due: DateTime<Utc>, id: u64) -> Vec<u8> {
+fn queue_prefix(app_key: &str) -> Vec<u8> {
+    // Length-prefixed like the index, so one application's queue never holds another's.
+    let len = u32::try_from(app_key.len()).unwrap_or(u32::MAX);
+    [QUEUE_PREFIX, &len.to_be_bytes(), app_key.as_bytes()].concat()
+}
+
+fn queue_key(app_key: &str, due: DateTime<Utc>, id: u64) -> Vec<u8> {
     // Round up to the next millisecond so a delivery is never picked before it is due
     // (the scan in `due` rounds `now` down).
     let partial = i64::from(due.timestamp_subsec_nanos() % 1_000_000 != 0);
-    queue_key_ms(due.timestamp_millis().saturating_add(partial), id)
+    queue_key_ms(app_key, due.timestamp_millis().saturating_add(partial), id)
 }
 
-fn queue_key_ms(ms: i64, id: u64) -> Vec<u8> {
+fn queue_key_ms(app_key: &str, ms: i64, id: u64) -> Vec<u8> {
     // Times before 1970 do not occur; clamp rather than wrap.
     let ms = u64::try_from(ms).unwrap_or(0);
-    [QUEUE_PREFIX, &be(ms), &be(id)].concat()
+    [queue_prefix(app_key).as_slice(), &be(ms), &be(id)].concat()
+}
+
+/// The application, due time (ms) and delivery id of a queue key.
+fn parse_queue_key(key: &[u8]) -> Result<(String, u64, u64), OutboxError> {
+    let bad = || OutboxError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "bad queue key".into(),
+    };
+    let rest = key.strip_prefix(QUEUE_PREFIX).ok_or_else(bad)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad())?;
+    if rest.len() != len + 16 {
+        return Err(bad());
+    }
+    let (app, rest) = rest.split_at(len);
+    let app = std::str::from_utf8(app).map_err(|_| bad())?.to_owned();
+    let (ms, id) = rest.split_at(8);
+    let ms = u64::from_be_bytes(ms.try_into().map_err(|_| bad())?);
+    let id = u64::from_be_bytes(id.try_into().map_err(|_| bad())?);
+    Ok((app, ms, id))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, OutboxError> {
@@ -306,7 +339,43 @@ impl Outbox {
             disabled: Arc::new(RwLock::new(disabled)),
         };
         outbox.build_index()?;
+        outbox.convert_old_queue()?;
         Ok(outbox)
+    }
+
+    /// Moves the entries of the single due queue of earlier versions into their applications'
+    /// queues (once; nothing to do afterwards).
+    fn convert_old_queue(&self) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        let mut moved = 0usize;
+        for row in self.tree.scan_prefix(OLD_QUEUE_PREFIX) {
+            let (key, _) = row?;
+            let bad = || OutboxError::Decode {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "bad queue key".into(),
+            };
+            let rest = key.get(OLD_QUEUE_PREFIX.len()..).ok_or_else(bad)?;
+            let (ms, id) = match (rest.get(..8), rest.get(8..)) {
+                (Some(ms), Some(id)) if id.len() == 8 => (ms, id),
+                _ => return Err(bad()),
+            };
+            let ms = i64::try_from(u64::from_be_bytes(ms.try_into().map_err(|_| bad())?))
+                .unwrap_or(i64::MAX);
+            let id = u64::from_be_bytes(id.try_into().map_err(|_| bad())?);
+            if let Some(delivery) = self.get(id)? {
+                batch.insert(queue_key_ms(&delivery.app_key, ms, id), &[] as &[u8]);
+            }
+            batch.remove(key);
+            moved += 1;
+        }
+        if moved > 0 {
+            self.tree.apply_batch(batch)?;
+            tracing::info!(
+                deliveries = moved,
+                "webhook due queue converted to one queue per application"
+            );
+        }
+        Ok(())
     }
 
     /// Builds the per-application index over deliveries written before it existed (once).
@@ -390,7 +459,7 @@ impl Outbox {
                 &[state_byte(DeliveryState::Pending)],
             );
             batch.insert(delivery_key(position), encode(&delivery));
-            batch.insert(queue_key(now, position), &[] as &[u8]);
+            batch.insert(queue_key(&delivery.app_key, now, position), &[] as &[u8]);
             last = position;
             taken.push(delivery);
         }
@@ -401,31 +470,61 @@ impl Outbox {
         Ok(taken)
     }
 
-    /// Up to `limit` pending delivery ids due at or before `now`, earliest first, skipping `busy`.
+    /// The applications that have pending deliveries, in key order (one seek each).
+    fn queued_applications(&self) -> Result<Vec<String>, OutboxError> {
+        let mut apps = Vec::new();
+        let mut from = QUEUE_PREFIX.to_vec();
+        while let Some((key, _)) = self.tree.range(from..).next().transpose()? {
+            if !key.starts_with(QUEUE_PREFIX) {
+                break;
+            }
+            let (app, _, _) = parse_queue_key(&key)?;
+            // Past every key of this application: its prefix, then more than 16 bytes of 0xff.
+            from = [queue_prefix(&app).as_slice(), &[0xff; 17]].concat();
+            apps.push(app);
+        }
+        Ok(apps)
+    }
+
+    /// Pending deliveries due at or before `now`, as `(id, application)`, skipping `busy`:
+    /// at most `room(app)` of each application (earliest first within it) and `limit` in all.
+    /// Applications are visited in turn starting after `after` (the last one served), so
+    /// when there is not room for all, each gets its turn.
     pub fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         busy: &HashSet<u64>,
-    ) -> Result<Vec<u64>, OutboxError> {
-        let end = queue_key_ms(now.timestamp_millis(), u64::MAX);
+        after: Option<&str>,
+        mut room: impl FnMut(&str) -> usize,
+    ) -> Result<Vec<(u64, String)>, OutboxError> {
+        let mut apps = self.queued_applications()?;
+        if let Some(after) = after {
+            let start = apps.iter().position(|a| a.as_str() > after).unwrap_or(0);
+            apps.rotate_left(start);
+        }
+        let now_ms = now.timestamp_millis();
         let mut out = Vec::new();
-        for row in self.tree.range(QUEUE_PREFIX.to_vec()..=end) {
+        for app in apps {
+            let wanted = room(&app).min(limit.saturating_sub(out.len()));
+            if wanted == 0 {
+                continue;
+            }
+            let end = queue_key_ms(&app, now_ms, u64::MAX);
+            let mut taken = 0;
+            for row in self.tree.range(queue_prefix(&app)..=end) {
+                if taken >= wanted {
+                    break;
+                }
+                let (key, _) = row?;
+                let (_, _, id) = parse_queue_key(&key)?;
+                if !busy.contains(&id) {
+                    out.push((id, app.clone()));
+                    taken += 1;
+                }
+            }
             if out.len() >= limit {
                 break;
-            }
-            let (key, _) = row?;
-            let id_bytes = key
-                .get(QUEUE_PREFIX.len() + 8..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok());
-            let Some(id) = id_bytes.map(u64::from_be_bytes) else {
-                return Err(OutboxError::Decode {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "bad queue key".into(),
-                });
-            };
-            if !busy.contains(&id) {
-                out.push(id);
             }
         }
         Ok(out)
@@ -433,17 +532,20 @@ impl Outbox {
 
     /// The earliest moment a pending delivery is due, if any.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
-        let Some((key, _)) = self.tree.scan_prefix(QUEUE_PREFIX).next().transpose()? else {
-            return Ok(None);
-        };
-        let ms = key
-            .get(QUEUE_PREFIX.len()..QUEUE_PREFIX.len() + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok());
-        Ok(ms.and_then(|b| {
-            DateTime::from_timestamp_millis(
-                i64::try_from(u64::from_be_bytes(b)).unwrap_or(i64::MAX),
-            )
-        }))
+        let mut earliest: Option<u64> = None;
+        for app in self.queued_applications()? {
+            if let Some((key, _)) = self
+                .tree
+                .scan_prefix(queue_prefix(&app))
+                .next()
+                .transpose()?
+            {
+                let (_, ms, _) = parse_queue_key(&key)?;
+                earliest = Some(earliest.map_or(ms, |e| e.min(ms)));
+            }
+        }
+        Ok(earliest
+            .and_then(|ms| DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))))
     }
 
     /// One delivery by id, whatever its application (the worker's view).
@@ -528,7 +630,9 @@ impl Outbox {
                 Ok(d) => d,
                 Err(e) => return abort(e),
             };
-            let old_queue = delivery.next_attempt_at.map(|t| queue_key(t, id));
+            let old_queue = delivery
+                .next_attempt_at
+                .map(|t| queue_key(&delivery.app_key, t, id));
             let out = match change(&mut delivery) {
                 Ok(out) => out,
                 Err(e) => return abort(e),
@@ -536,7 +640,9 @@ impl Outbox {
             if delivery.state != DeliveryState::Pending {
                 delivery.next_attempt_at = None;
             }
-            let new_queue = delivery.next_attempt_at.map(|t| queue_key(t, id));
+            let new_queue = delivery
+                .next_attempt_at
+                .map(|t| queue_key(&delivery.app_key, t, id));
             if old_queue != new_queue {
                 if let Some(q) = old_queue {
                     tx.remove(q)?;
@@ -590,7 +696,7 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         for s in settled {
             let d = &s.delivery;
-            let new_queue = d.next_attempt_at.map(|t| queue_key(t, d.id));
+            let new_queue = d.next_attempt_at.map(|t| queue_key(&d.app_key, t, d.id));
             if s.old_queue != new_queue {
                 if let Some(q) = &s.old_queue {
                     batch.remove(q.as_slice());
@@ -783,14 +889,37 @@ mod tests {
         assert!(outbox.list("c", None, None, 10).unwrap().is_empty());
         // A settled delivery left the due queue; the others are still due. Queue times round up
         // to the next millisecond (never early), so look a little ahead of intake's clock.
+        let soon = Utc::now() + chrono::Duration::milliseconds(2);
         let due = outbox
-            .due(
-                Utc::now() + chrono::Duration::milliseconds(2),
-                10,
-                &HashSet::new(),
-            )
+            .due(soon, 10, &HashSet::new(), None, |_| usize::MAX)
             .unwrap();
-        assert_eq!(due, vec![1, 2, 5, 6]);
+        let mut due_ids: Vec<u64> = due.iter().map(|(id, _)| *id).collect();
+        due_ids.sort();
+        assert_eq!(due_ids, vec![1, 2, 5, 6]);
+        // Each application's queue in due order, at most its room, in turn after `after`.
+        let due = outbox
+            .due(soon, 10, &HashSet::new(), Some("a"), |app| {
+                if app == "a" {
+                    1
+                } else {
+                    5
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            due,
+            vec![
+                (2, "b".to_string()),
+                (6, "b".to_string()),
+                (1, "a".to_string())
+            ]
+        );
+        assert_eq!(
+            outbox
+                .due(soon, 2, &HashSet::from([2]), None, |_| 5)
+                .unwrap(),
+            vec![(1, "a".to_string()), (5, "a".to_string())]
+        );
 
         // Redelivery moves the index entry back to pending with the row.
         outbox.redeliver("b", 4).unwrap();
@@ -832,6 +961,31 @@ mod tests {
                 .list("b", Some(DeliveryState::Delivered), None, 10)
                 .unwrap()),
             vec![2]
+        );
+    }
+
+    #[test]
+    fn the_single_due_queue_of_earlier_versions_is_converted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox_with_two_applications(&db);
+        let soon = Utc::now() + chrono::Duration::milliseconds(2);
+        let before = outbox.due(soon, 10, &HashSet::new(), None, |_| 10).unwrap();
+        // What an older version left behind: `q/<due ms><id>` keys.
+        let tree = db.open_tree(DELIVERIES_TREE).unwrap();
+        for key in tree.scan_prefix(QUEUE_PREFIX).keys() {
+            let key = key.unwrap();
+            let (_, ms, id) = parse_queue_key(&key).unwrap();
+            tree.remove(&key).unwrap();
+            tree.insert([OLD_QUEUE_PREFIX, &be(ms), &be(id)].concat(), &[] as &[u8])
+                .unwrap();
+        }
+        drop(outbox);
+        let outbox = Outbox::open(&db, db.open_tree("proj/webhooks/g0").unwrap()).unwrap();
+        assert_eq!(tree.scan_prefix(OLD_QUEUE_PREFIX).count(), 0);
+        assert_eq!(
+            outbox.due(soon, 10, &HashSet::new(), None, |_| 10).unwrap(),
+            before
         );
     }
 

@@ -109,6 +109,8 @@ impl DeliveryWorker {
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         // The delivery each task holds, so a task that panicked still frees its delivery.
         let mut holding: HashMap<tokio::task::Id, u64> = HashMap::new();
+        // The application whose delivery was started last: the next scan starts after it.
+        let mut last_served: Option<String> = None;
         let mut finished: Vec<Finished> = Vec::new();
         let mut in_hand: InHand = HashMap::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(1));
@@ -146,7 +148,13 @@ impl DeliveryWorker {
             let free = self.config.max_in_flight.saturating_sub(in_flight.len());
             let waiting = retry_at.is_some_and(|at| Instant::now() < at);
             if (scan || free >= refill_at) && !waiting {
-                match self.pick_up(&mut in_flight, &mut tasks, &mut holding, &mut in_hand) {
+                match self.pick_up(
+                    &mut in_flight,
+                    &mut tasks,
+                    &mut holding,
+                    &mut in_hand,
+                    &mut last_served,
+                ) {
                     Ok(()) => (failures, retry_at) = (0, None),
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -220,6 +228,7 @@ impl DeliveryWorker {
         tasks: &mut JoinSet<Finished>,
         holding: &mut HashMap<tokio::task::Id, u64>,
         in_hand: &mut InHand,
+        last_served: &mut Option<String>,
     ) -> Result<(), WorkerError> {
         loop {
             let taken = self.outbox.intake_rows(1000)?;
@@ -237,16 +246,28 @@ impl DeliveryWorker {
         if free == 0 {
             return Ok(());
         }
-        // A delivery starts only with a slot of its endpoint in hand, so deliveries queued
-        // behind a slow or saturated endpoint never hold global slots other applications
-        // need: the scan looks past them, up to a window of due deliveries.
-        let window = self
-            .config
-            .max_in_flight
-            .saturating_mul(SCAN_FACTOR)
-            .max(free);
-        let mut saturated: HashSet<String> = HashSet::new();
-        for id in self.outbox.due(Utc::now(), window, in_flight)? {
+        // A delivery starts only with a slot of its endpoint in hand, and each application's
+        // queue is read only as far as its endpoint has room, so a slow or saturated endpoint
+        // neither holds global slots nor hides other applications' due deliveries. The
+        // applications take turns (after the one served last) when slots are short.
+        let endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
+        let endpoints = std::cell::RefCell::new(endpoints);
+        let endpoint_of = |app: &str| -> Option<Arc<Endpoint>> {
+            endpoints
+                .borrow_mut()
+                .entry(app.to_owned())
+                .or_insert_with(|| self.directory.endpoint(app))
+                .clone()
+        };
+        let room = |app: &str| match endpoint_of(app) {
+            Some(_) => self.endpoint_limit(app).available_permits(),
+            // No endpoint: the attempt fails at once ("no webhook URL"), no request is made.
+            None => self.config.per_endpoint_concurrency.max(1),
+        };
+        let due = self
+            .outbox
+            .due(Utc::now(), free, in_flight, last_served.as_deref(), room)?;
+        for (id, app) in due {
             if free == 0 {
                 break;
             }
@@ -257,23 +278,17 @@ impl DeliveryWorker {
                     None => continue,
                 },
             };
-            let slot = match self.directory.endpoint(&delivery.app_key) {
+            let slot = match endpoint_of(&app) {
                 None => None,
-                Some(_) if saturated.contains(&delivery.app_key) => {
-                    keep(in_hand, delivery);
-                    continue;
-                }
-                Some(endpoint) => {
-                    match self.endpoint_limit(&delivery.app_key).try_acquire_owned() {
-                        Ok(permit) => Some((endpoint, permit)),
-                        Err(_) => {
-                            saturated.insert(delivery.app_key.clone());
-                            keep(in_hand, delivery);
-                            continue;
-                        }
+                Some(endpoint) => match self.endpoint_limit(&app).try_acquire_owned() {
+                    Ok(permit) => Some((endpoint, permit)),
+                    Err(_) => {
+                        keep(in_hand, delivery);
+                        continue;
                     }
-                }
+                },
             };
+            *last_served = Some(app);
             free -= 1;
             in_flight.insert(id);
             let worker = Arc::clone(self);
@@ -467,10 +482,6 @@ impl DeliveryWorker {
         }
     }
 }
-
-/// How many due deliveries a scan looks at, per slot in total: it looks past deliveries whose
-/// endpoint is at its limit.
-const SCAN_FACTOR: usize = 4;
 
 /// Puts a delivery not started back in hand (if there is room), so the next scan need not read it.
 fn keep(in_hand: &mut InHand, delivery: Delivery) {

@@ -610,6 +610,57 @@ async fn failed_intakes_are_retried_and_delivery_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_does_not_hold_back_other_applications_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    // Application A's receiver takes 2 s per request; B's answers at once.
+    let slow = Receiver::start(|_| Reply {
+        delay: Duration::from_secs(2),
+        ..Reply::ok()
+    })
+    .await;
+    let fast_receiver = Receiver::start(|_| Reply::ok()).await;
+    let (a, b) = (AppKey(uuid::Uuid::new_v4()), AppKey(uuid::Uuid::new_v4()));
+    let endpoints = Arc::new(MemoryEndpoints::new());
+    endpoints.insert(&a.to_string(), endpoint(&slow.url));
+    endpoints.insert(&b.to_string(), endpoint(&fast_receiver.url));
+    // 8 slots in all, 2 per endpoint: A's backlog would fill every slot if a delivery took
+    // one before its endpoint had room.
+    let config = DeliveryConfig {
+        per_endpoint_concurrency: 2,
+        max_in_flight: 8,
+        request_timeout_ms: 10_000,
+        ..fast(5, 9)
+    };
+    let pipeline = Pipeline::start(dir.path(), endpoints, config).await;
+    pipeline.append_all(&lifecycles(71, a, 6)).await;
+    eventually(WAIT, "A's endpoint busy", || !slow.received().is_empty()).await;
+    let started = std::time::Instant::now();
+    pipeline.append_all(&lifecycles(72, b, 2)).await;
+    let log = pipeline.log().await;
+    let b_expected = log
+        .iter()
+        .filter(|e| e.tenant == b.to_string() && expected_webhook(e).is_some())
+        .count();
+    let a_expected = log
+        .iter()
+        .filter(|e| e.tenant == a.to_string() && expected_webhook(e).is_some())
+        .count();
+    assert!(a_expected > 20, "A has a backlog: {a_expected}");
+    eventually(WAIT, "every webhook of B delivered", || {
+        fast_receiver.delivered_ids().len() == b_expected
+    })
+    .await;
+    // B's webhooks went past A's queue: A, at 2 requests per 2 s, is far from done.
+    let a_done = slow.delivered_ids().len();
+    assert!(
+        a_done < a_expected / 2,
+        "B was served only after most of A ({a_done} of {a_expected}) after {:?}",
+        started.elapsed()
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(|n| {
