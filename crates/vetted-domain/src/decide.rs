@@ -487,11 +487,28 @@ fn country_not_permitted(
     if !matches!(step, StepType::DocumentCheck | StepType::SelfieWithDocument) {
         return None;
     }
-    let settings = &state.flow.as_ref()?.settings;
+    let flow = state.flow.as_ref()?;
+    let settings = &flow.settings;
     let country = data.get("country")?.as_str()?.trim().to_ascii_uppercase();
     let listed = |list: &[String]| list.iter().any(|c| c.trim().eq_ignore_ascii_case(&country));
     if listed(&settings.excluded_countries) {
         return Some((country, "the flow excludes".into()));
+    }
+    // A step's own country list, when it has one, replaces the flow's permitted countries.
+    let step_countries = flow
+        .steps
+        .iter()
+        .find(|s| s.step_type == step)
+        .map(|s| &s.countries)
+        .filter(|c| !c.is_empty());
+    if let Some(accepted) = step_countries {
+        if !listed(accepted) {
+            return Some((
+                country,
+                format!("is not among the countries the {step} step accepts"),
+            ));
+        }
+        return None;
     }
     if !settings.permitted_countries.is_empty() && !listed(&settings.permitted_countries) {
         return Some((

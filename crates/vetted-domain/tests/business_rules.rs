@@ -1134,6 +1134,39 @@ fn a_document_from_a_permitted_country_raises_nothing() {
 }
 
 #[test]
+fn a_step_country_list_replaces_the_flow_permitted_countries_for_that_step() {
+    let mut flow = kyc_excluding(&["PRK"], &["FRA"]);
+    let document = flow
+        .steps
+        .iter_mut()
+        .find(|s| s.step_type == DocumentCheck)
+        .unwrap();
+    document.countries = vec!["DEU".into(), "AUT".into()];
+    let history = after([create(flow.clone()), Command::StartVerification]);
+    let events = given(history.clone())
+        .when(pass(DocumentCheck, json!({"country": "aut"})))
+        .events()
+        .unwrap();
+    assert!(country_warnings(&events).is_empty(), "AUT is the step's");
+    let events = given(history.clone())
+        .when(pass(DocumentCheck, json!({"country": "FRA"})))
+        .events()
+        .unwrap();
+    assert_eq!(
+        country_warnings(&events),
+        vec!["the document was issued by FRA, which is not among the countries the document_check step accepts".to_string()]
+    );
+    // The flow's exclusions still apply.
+    let mut flow = flow;
+    flow.steps[0].countries.push("PRK".into());
+    let events = given(after([create(flow), Command::StartVerification]))
+        .when(pass(DocumentCheck, json!({"country": "PRK"})))
+        .events()
+        .unwrap();
+    assert_eq!(country_warnings(&events).len(), 1);
+}
+
+#[test]
 fn the_country_warning_id_is_the_same_on_every_replay() {
     let history = after([
         create(kyc_excluding(&["PRK"], &[])),
