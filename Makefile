@@ -3,7 +3,7 @@ CARGO ?= cargo
 VETTED_DATA_DIR ?= ./data
 VETTED_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test build lint fmt bench services nats-server clean
+.PHONY: run test build lint fmt bench nats-server clean
 
 ## run: start the engine on the embedded sled store (data in $(VETTED_DATA_DIR))
 run:

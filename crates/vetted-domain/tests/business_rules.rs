@@ -1157,7 +1157,6 @@ fn a_step_country_list_replaces_the_flow_permitted_countries_for_that_step() {
         vec!["the document was issued by FRA, which is not among the countries the document_check step accepts".to_string()]
     );
     // The flow's exclusions still apply.
-    let mut flow = flow;
     flow.steps[0].countries.push("PRK".into());
     let events = given(after([create(flow), Command::StartVerification]))
         .when(pass(DocumentCheck, json!({"country": "PRK"})))
