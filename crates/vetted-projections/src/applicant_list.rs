@@ -8,14 +8,12 @@
 //! big-endian microseconds followed by the 16 id bytes, so every index sorts by creation
 //! time. Each applicant is in exactly one status index, so the unfiltered list merges the
 //! status indexes (newest first) rather than keeping a third index row per applicant.
+use crate::codec::{Reader, Writer};
+use crate::rows::{RowCodec, RowStore};
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
-use vetted_store::RecordedEvent;
-
-use crate::codec::{Reader, Writer};
-use crate::rows::RowCodec;
-use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the applicant list projection.
 pub const APPLICANT_LIST: &str = "applicant_list";
@@ -151,6 +149,7 @@ fn with_suffix(mut prefix: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
 }
 
 /// The applicant list projection.
+#[derive(Clone, Copy)]
 pub struct ApplicantListProjection;
 
 impl ApplicantProjection for ApplicantListProjection {
@@ -163,29 +162,27 @@ impl ApplicantProjection for ApplicantListProjection {
         2
     }
 
-    fn apply_applicant(
+    fn apply_applicant<S: RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let key = entry_key(id);
+        let id = fact.applicant_id;
         if let ApplicantEvent::ApplicantCreated {
             applicant_id,
             external_user_id,
             ..
-        } = &domain_event
+        } = fact.event
         {
             let entry = ApplicantListEntry {
                 id: *applicant_id,
-                app_key: event.tenant.clone(),
+                app_key: fact.tenant.to_string(),
                 external_user_id: external_user_id.clone(),
                 status: ApplicantStatus::Init,
                 reviewer: None,
-                created_at: event.recorded_at,
-                updated_at: event.recorded_at,
-                version: event.stream_version,
+                created_at: fact.recorded_at,
+                updated_at: fact.recorded_at,
+                version: fact.stream_version,
             };
             let suffix = created_suffix(entry.created_at, &entry.id);
             let app = &entry.app_key;
@@ -197,20 +194,25 @@ impl ApplicantProjection for ApplicantListProjection {
                 with_suffix(external_prefix(app, &entry.external_user_id), &suffix),
                 Vec::new(),
             );
-            rows.update_row::<ApplicantListEntry, _>(key.as_bytes(), |row| *row = Some(entry))?;
+            rows.update_applicant_row::<ApplicantListEntry, _>(id, entry_key, |row| {
+                *row = Some(entry)
+            })?;
             return Ok(());
         }
-        let mut moved: Option<(ApplicantStatus, ApplicantListEntry)> = None;
-        rows.update_row::<ApplicantListEntry, _>(key.as_bytes(), |row| {
+        // A status change moves the entry from one status index to the other: (from, to).
+        let mut moved: Option<(Vec<u8>, Vec<u8>)> = None;
+        rows.update_applicant_row::<ApplicantListEntry, _>(id, entry_key, |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let Some(entry) = row.as_mut() else { return };
-            entry.updated_at = event.recorded_at;
-            entry.version = event.stream_version;
-            match &domain_event {
+            entry.updated_at = fact.recorded_at;
+            entry.version = fact.stream_version;
+            match fact.event {
                 ApplicantEvent::StatusChanged { to, .. } if *to != entry.status => {
-                    let from = entry.status;
+                    let suffix = created_suffix(entry.created_at, &entry.id);
+                    let from = with_suffix(status_prefix(&entry.app_key, entry.status), &suffix);
                     entry.status = *to;
-                    moved = Some((from, entry.clone()));
+                    let to = with_suffix(status_prefix(&entry.app_key, entry.status), &suffix);
+                    moved = Some((from, to));
                 }
                 ApplicantEvent::ReviewerAssigned { reviewer_id } => {
                     entry.reviewer = Some(reviewer_id.clone())
@@ -219,13 +221,9 @@ impl ApplicantProjection for ApplicantListProjection {
                 _ => {}
             }
         })?;
-        if let Some((from, entry)) = moved {
-            let suffix = created_suffix(entry.created_at, &entry.id);
-            rows.remove(with_suffix(status_prefix(&entry.app_key, from), &suffix));
-            rows.put(
-                with_suffix(status_prefix(&entry.app_key, entry.status), &suffix),
-                Vec::new(),
-            );
+        if let Some((from, to)) = moved {
+            rows.remove(from);
+            rows.put(to, Vec::new());
         }
         Ok(())
     }

@@ -10,11 +10,11 @@ use vetted_domain::{
     evolve, AppKey, Applicant, ApplicantEvent, ApplicantId, ApplicantStatus, Comment, Decision,
     Flow, StepState, Warning,
 };
-use vetted_store::{ActorKind, RecordedEvent};
+use vetted_store::{Actor, ActorKind, RecordedEvent};
 
 use crate::codec::{Reader, Writer};
-use crate::rows::RowCodec;
-use crate::{ApplicantProjection, Projection, ProjectionError, ReadModels, Rows};
+use crate::rows::{RowCodec, RowStore};
+use crate::{ApplicantFact, ApplicantProjection, Projection, ProjectionError, ReadModels};
 
 /// Name of the applicant view projection.
 pub const APPLICANT_VIEW: &str = "applicant_view";
@@ -123,10 +123,18 @@ impl ApplicantFold {
 
     /// Folds one recorded event whose payload is already decoded.
     pub fn apply_decoded(&mut self, event: &RecordedEvent, domain_event: &ApplicantEvent) {
+        self.fold(event.recorded_at, &event.actor, domain_event);
+    }
+
+    /// Folds one applicant event.
+    pub fn apply_fact(&mut self, fact: &ApplicantFact<'_>) {
+        self.fold(fact.recorded_at, fact.actor, fact.event);
+    }
+
+    fn fold(&mut self, recorded_at: DateTime<Utc>, actor: &Actor, domain_event: &ApplicantEvent) {
         self.applicant = evolve(std::mem::take(&mut self.applicant), domain_event);
-        self.created_at.get_or_insert(event.recorded_at);
-        self.updated_at = Some(event.recorded_at);
-        let actor = &event.actor;
+        self.created_at.get_or_insert(recorded_at);
+        self.updated_at = Some(recorded_at);
         let has_environment = actor.ip.is_some()
             || actor.user_agent.is_some()
             || actor.os.is_some()
@@ -262,6 +270,7 @@ fn flow_row<T: serde::de::DeserializeOwned>(
 
 /// The applicant view projection: row `view/<id>` holds the [`ApplicantFold`] (see
 /// [`ViewRow`]), rows `flow/<hash>` the flows the applicants are pinned to.
+#[derive(Clone, Copy)]
 pub struct ApplicantViewProjection;
 
 impl ApplicantProjection for ApplicantViewProjection {
@@ -274,44 +283,50 @@ impl ApplicantProjection for ApplicantViewProjection {
         2
     }
 
-    fn apply_applicant(
+    fn apply_applicant<S: RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let key = view_key(id);
-        // A row read back from the tree comes without its flow (`evolve` needs it): load it.
-        let missing = rows.update_row::<ViewRow, _>(key.as_bytes(), |row| {
-            row.as_ref()
-                .filter(|r| r.fold.applicant.flow.is_none())
-                .and_then(|r| r.flow_key.clone())
-        })?;
-        let flow: Option<Flow> = match missing {
-            Some(flow_key) => Some(flow_row(&key, &flow_key, rows.get(flow_key.as_bytes())?)?),
-            None => None,
-        };
         // A flow the event pins the applicant to gets its row (the same bytes every time).
-        let pinned = match domain_event {
+        let pinned = match fact.event {
             ApplicantEvent::ApplicantCreated { flow, .. }
             | ApplicantEvent::FlowChanged { flow, .. } => {
                 let json = crate::rows::encode_json(flow)?;
                 let flow_key = flow_key(&json);
-                rows.put(flow_key.clone(), json);
+                rows.put(flow_key.clone().into_bytes(), json);
                 Some(flow_key)
             }
             _ => None,
         };
-        rows.update_row::<ViewRow, _>(key.as_bytes(), |row| {
-            let row = row.get_or_insert_with(ViewRow::default);
-            if flow.is_some() {
-                row.fold.applicant.flow = flow;
-            }
-            row.fold.apply_decoded(event, domain_event);
+        let apply = |row: &mut ViewRow, pinned: Option<String>| {
+            row.fold.apply_fact(fact);
             if pinned.is_some() {
                 row.flow_key = pinned;
             }
+        };
+        let id = fact.applicant_id;
+        // A row read back from the tree comes without its flow (`evolve` needs it): such a
+        // row is left as it is and its flow loaded first.
+        let missing = rows.update_applicant_row::<ViewRow, _>(id, view_key, |row| {
+            let row = row.get_or_insert_with(ViewRow::default);
+            match (&row.fold.applicant.flow, &row.flow_key) {
+                (None, Some(flow_key)) => Some((flow_key.clone(), pinned.clone())),
+                _ => {
+                    apply(row, pinned.clone());
+                    None
+                }
+            }
+        })?;
+        let Some((flow_key, pinned)) = missing else {
+            return Ok(());
+        };
+        let key = view_key(id);
+        let flow: Flow = flow_row(&key, &flow_key, rows.get(flow_key.as_bytes())?)?;
+        rows.update_applicant_row::<ViewRow, _>(id, view_key, |row| {
+            let row = row.get_or_insert_with(ViewRow::default);
+            row.fold.applicant.flow = Some(flow);
+            apply(row, pinned);
         })
     }
 }

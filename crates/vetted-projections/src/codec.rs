@@ -187,6 +187,35 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An optional string's bytes, not checked for UTF-8 (for scans that only compare them).
+    pub(crate) fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, ProjectionError> {
+        match self.varint()? {
+            0 => Ok(None),
+            n => {
+                let len = usize::try_from(n - 1).map_err(|_| self.error("string too long"))?;
+                self.take(len).map(Some)
+            }
+        }
+    }
+
+    /// Skips a string without checking it.
+    pub(crate) fn skip_str(&mut self) -> Result<(), ProjectionError> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| self.error("string too long"))?;
+        self.take(len).map(|_| ())
+    }
+
+    /// Skips `n` bytes.
+    pub(crate) fn skip(&mut self, n: usize) -> Result<(), ProjectionError> {
+        self.take(n).map(|_| ())
+    }
+
+    /// Skips a moment written by [`Writer::time`] without building it.
+    pub(crate) fn skip_time(&mut self) -> Result<(), ProjectionError> {
+        self.varint()?;
+        self.varint().map(|_| ())
+    }
+
     pub(crate) fn string(&mut self) -> Result<String, ProjectionError> {
         self.str().map(str::to_string)
     }

@@ -11,14 +11,12 @@
 //! current status, reviewer, warnings' raise days).
 use std::collections::BTreeMap;
 
+use crate::codec::{Reader, Writer};
+use crate::rows::{RowCodec, RowStore};
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantStatus, StepType};
-use vetted_store::RecordedEvent;
-
-use crate::codec::{Reader, Writer};
-use crate::rows::RowCodec;
-use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the dashboard projection.
 pub const DASHBOARD: &str = "dashboard";
@@ -130,16 +128,22 @@ fn day_of(t: DateTime<Utc>) -> String {
     }
 }
 
+/// Key of an applicant's tracked row.
+fn tracked_key(id: &str) -> String {
+    format!("ap/{id}")
+}
+
 fn day_key(app: &str, day: &str) -> String {
     format!("d/{app}/{day}")
 }
 
 /// The dashboard projection.
+#[derive(Clone, Copy)]
 pub struct DashboardProjection;
 
 impl DashboardProjection {
-    fn bump(
-        rows: &mut Rows<'_>,
+    fn bump<S: RowStore>(
+        rows: &mut S,
         app: &str,
         day: &str,
         f: impl FnOnce(&mut DayStats),
@@ -160,18 +164,17 @@ impl ApplicantProjection for DashboardProjection {
         2
     }
 
-    fn apply_applicant(
+    fn apply_applicant<S: RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let app = event.tenant.as_str();
-        let today = day_of(event.recorded_at);
-        let tracked_key = format!("ap/{id}");
+        let app = fact.tenant;
+        let today = day_of(fact.recorded_at);
+        let id = fact.applicant_id;
+        let domain_event = fact.event;
 
-        if let ApplicantEvent::ApplicantCreated { .. } = &domain_event {
+        if let ApplicantEvent::ApplicantCreated { .. } = domain_event {
             let tracked = Tracked {
                 app: app.to_string(),
                 created_day: today.clone(),
@@ -181,12 +184,10 @@ impl ApplicantProjection for DashboardProjection {
             };
             Self::bump(rows, app, &today, |d| {
                 d.created += 1;
-                *d.cohort_status
-                    .entry(tracked.status.as_str().to_string())
-                    .or_default() += 1;
+                count(&mut d.cohort_status, tracked.status.as_str(), |n| *n += 1);
             })?;
             return rows
-                .update_row::<Tracked, _>(tracked_key.as_bytes(), |row| *row = Some(tracked));
+                .update_applicant_row::<Tracked, _>(id, tracked_key, |row| *row = Some(tracked));
         }
 
         // Cohort changes are computed on the tracked row, then applied to the day rows.
@@ -205,12 +206,12 @@ impl ApplicantProjection for DashboardProjection {
                 day: String,
             },
         }
-        let known = rows.update_row::<Tracked, _>(tracked_key.as_bytes(), |row| {
+        let known = rows.update_applicant_row::<Tracked, _>(id, tracked_key, |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let t = row.as_mut()?;
             let was_in_review = t.in_review();
             let delta = |t: &Tracked| t.in_review() as i64 - was_in_review as i64;
-            Some(match &domain_event {
+            Some(match domain_event {
                 ApplicantEvent::StatusChanged { to, .. } => {
                     let from = std::mem::replace(&mut t.status, *to);
                     Some(Cohort::Status {
@@ -252,7 +253,7 @@ impl ApplicantProjection for DashboardProjection {
                 if let Some(n) = d.cohort_status.get_mut(from.as_str()) {
                     *n = n.saturating_sub(1);
                 }
-                *d.cohort_status.entry(to.as_str().to_string()).or_default() += 1;
+                count(&mut d.cohort_status, to.as_str(), |n| *n += 1);
                 d.cohort_in_review = d.cohort_in_review.saturating_add_signed(review);
             })?,
             Some(Cohort::Review { day, delta }) => Self::bump(rows, app, &day, |d| {
@@ -264,7 +265,7 @@ impl ApplicantProjection for DashboardProjection {
             None => {}
         }
 
-        match &domain_event {
+        match domain_event {
             ApplicantEvent::StatusChanged {
                 to: ApplicantStatus::Approved,
                 ..
@@ -296,19 +297,29 @@ pub fn document_country(step: StepType, data: &serde_json::Value) -> Option<&str
 }
 
 fn record_check(d: &mut DayStats, step: StepType, data: &serde_json::Value, passed: bool) {
-    let service = d.services.entry(step.service().to_string()).or_default();
     if passed {
         d.checks.passed += 1;
-        service.passed += 1;
+        count(&mut d.services, step.service(), |s| s.passed += 1);
     } else {
         d.checks.failed += 1;
-        service.failed += 1;
-        *d.failures_per_step
-            .entry(step.as_str().to_string())
-            .or_default() += 1;
+        count(&mut d.services, step.service(), |s| s.failed += 1);
+        count(&mut d.failures_per_step, step.as_str(), |n| *n += 1);
     }
     if let Some(country) = document_country(step, data) {
-        *d.countries.entry(country.to_string()).or_default() += 1;
+        count(&mut d.countries, country, |n| *n += 1);
+    }
+}
+
+/// Applies `f` to the counter of `name` (created at its default); the name is copied only
+/// when the counter is new, not on every count.
+fn count<T: Default>(counters: &mut BTreeMap<String, T>, name: &str, f: impl FnOnce(&mut T)) {
+    match counters.get_mut(name) {
+        Some(counter) => f(counter),
+        None => {
+            let mut counter = T::default();
+            f(&mut counter);
+            counters.insert(name.to_string(), counter);
+        }
     }
 }
 

@@ -9,10 +9,13 @@
 
 pub mod applicant_list;
 pub mod applicant_view;
+mod bulk;
 mod codec;
 pub mod dashboard;
 mod digest;
+mod fact;
 mod generation;
+mod pass;
 mod read_models;
 mod rebuild;
 pub mod replay;
@@ -26,11 +29,13 @@ mod view_codec;
 
 pub use applicant_list::{ApplicantListEntry, ApplicantPage, ListFilter, Page};
 pub use applicant_view::{ApplicantFold, ApplicantView, Device, FlowRef};
+pub use bulk::{Builder, SortedRows};
 pub use dashboard::{Dashboard, DashboardPeriod};
 pub use reviewer_queue::{QueueEntry, ReviewerQueue};
 pub use timeline::{Timeline, TimelineEntry};
 
 pub use digest::{digest_tree, Digest};
+pub use fact::{ApplicantFact, DecodedEvent};
 pub use generation::{Generations, META_TREE};
 pub use read_models::{ProjectionStatus, ReadModels};
 pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};
@@ -110,6 +115,14 @@ pub trait Projection: Send + Sync + 'static {
         true
     }
 
+    /// A rebuild's in-memory fold of this read model, if it has one: a rebuild then folds the
+    /// log with it and writes every row once, in key order, instead of applying batches
+    /// through [`Rows`]. Its rows must be exactly those [`Projection::apply`] leaves (the
+    /// built-in read models run the same fold both ways; `verify` compares them).
+    fn builder(&self) -> Option<Box<dyn Builder>> {
+        None
+    }
+
     /// Called when a rebuilt generation replaces the live one, while the live runner is
     /// paused, before the old tree is dropped: a side-effecting projection copies the rows it
     /// must not lose (undelivered outbox entries) from `old` to `new`.
@@ -118,9 +131,10 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// A read model of applicant streams: it is handed each applicant event already decoded (once
-/// per batch during a rebuild), and events of other streams only move its checkpoint.
-pub trait ApplicantProjection: Send + Sync + 'static {
+/// A read model of applicant streams: events of other streams only move its checkpoint, and
+/// its fold is written once against [`rows::RowStore`], so the live runner runs it over
+/// [`Rows`] and a rebuild over an in-memory [`bulk::BulkRows`].
+pub(crate) trait ApplicantProjection: Clone + Send + Sync + 'static {
     /// Stable name (see [`Projection::name`]).
     fn name(&self) -> &'static str;
 
@@ -129,13 +143,11 @@ pub trait ApplicantProjection: Send + Sync + 'static {
         1
     }
 
-    /// Folds one event of applicant `id` into the read model.
-    fn apply_applicant(
+    /// Folds one event of an applicant into the read model.
+    fn apply_applicant<S: rows::RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &vetted_domain::ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError>;
 }
 
@@ -158,10 +170,17 @@ impl<T: ApplicantProjection> Projection for T {
         event: &RecordedEvent,
         decoded: Option<&vetted_domain::ApplicantEvent>,
     ) -> Result<(), ProjectionError> {
-        let Some(id) = applicant_view::applicant_of(event) else {
+        if applicant_view::applicant_of(event).is_none() {
             return Ok(());
-        };
+        }
         let domain_event = applicant_view::decoded_or_decode(event, decoded)?;
-        self.apply_applicant(rows, event, id, &domain_event)
+        match ApplicantFact::of(event, &domain_event) {
+            Some(fact) => self.apply_applicant(rows, &fact),
+            None => Ok(()),
+        }
+    }
+
+    fn builder(&self) -> Option<Box<dyn Builder>> {
+        Some(Box::new(bulk::BulkBuilder::new(self.clone())))
     }
 }

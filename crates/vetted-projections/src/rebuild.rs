@@ -12,13 +12,14 @@ use tokio::sync::oneshot;
 use vetted_domain::ApplicantEvent;
 use vetted_store::EventStore;
 
+use crate::pass::first_pass;
 use crate::read_models::{LiveTree, Slot};
 use crate::runner::apply_events;
 use crate::{checkpoint_of, digest_tree, Digest, Projection, ProjectionError, ReadModels, Rows};
 
 /// Events read and applied per batch while rebuilding.
 /// Large, so a row touched by many events of a batch is decoded and written once.
-const REBUILD_BATCH: usize = 50_000;
+pub(crate) const REBUILD_BATCH: usize = 50_000;
 
 /// How far a rebuild has come, reported after every batch (for a progress bar).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +120,7 @@ async fn build_and_switch(
     started: Instant,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
     // Catch up without blocking the live runners until one batch is short of a full one.
-    catch_up(store, targets, None, true, progress).await?;
+    first_pass(store, targets, progress).await?;
 
     // Pause the live runners (after their current batch) for the tail and the switch.
     let mut writers = Vec::new();
@@ -205,7 +206,7 @@ async fn compare(
     scratch: &[Target; 1],
 ) -> Result<VerifyReport, ProjectionError> {
     let mut no_progress = |_: RebuildProgress| {};
-    catch_up(store, scratch, None, true, &mut no_progress).await?;
+    first_pass(store, scratch, &mut no_progress).await?;
     let _writer = slot.writer.lock().await;
     let live = slot.live();
     let live_cp = checkpoint_of(&live.tree)?;
@@ -238,10 +239,11 @@ async fn compare(
 }
 
 /// A generation being filled.
-struct Target {
-    projection: Arc<dyn Projection>,
-    tree: sled::Tree,
-    generation: u64,
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) projection: Arc<dyn Projection>,
+    pub(crate) tree: sled::Tree,
+    pub(crate) generation: u64,
 }
 
 /// Applies the log to every target (muted) from their common checkpoint, up to `until` or the
@@ -253,7 +255,7 @@ struct Target {
 /// touched by events of many batches is decoded once and written once, and on a fresh
 /// generation no read goes to sled. Reading and decoding the next batch overlaps with
 /// applying the current one.
-async fn catch_up(
+pub(crate) async fn catch_up(
     store: &dyn EventStore,
     targets: &[Target],
     until: Option<u64>,
@@ -336,13 +338,13 @@ type Job = (
 );
 
 /// One worker thread per target, each folding batches into rows it keeps across batches.
-struct Workers {
+pub(crate) struct Workers {
     senders: Vec<std::sync::mpsc::Sender<Job>>,
     handles: Vec<tokio::task::JoinHandle<Result<(), ProjectionError>>>,
 }
 
 impl Workers {
-    fn start(targets: &[Target]) -> Workers {
+    pub(crate) fn start(targets: &[Target]) -> Workers {
         let (mut senders, mut handles) = (Vec::new(), Vec::new());
         for target in targets {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -356,7 +358,7 @@ impl Workers {
     }
 
     /// Hands `batch` to every worker; returns one acknowledgement per worker.
-    fn send(&self, batch: &Batch) -> Result<Vec<Ack>, ProjectionError> {
+    pub(crate) fn send(&self, batch: &Batch) -> Result<Vec<Ack>, ProjectionError> {
         let mut acks = Vec::new();
         for sender in &self.senders {
             let (done, ack) = oneshot::channel();
@@ -369,7 +371,7 @@ impl Workers {
     }
 
     /// Closes the workers' queues and waits for their final commits; the first error wins.
-    async fn finish(self) -> Result<(), ProjectionError> {
+    pub(crate) async fn finish(self) -> Result<(), ProjectionError> {
         drop(self.senders);
         join_all_first_error(self.handles, "rebuild worker").await
     }
@@ -419,10 +421,30 @@ fn fold_batches(
 }
 
 /// A batch read from the log, each applicant event decoded once for every target.
-struct Batch {
+pub(crate) struct Batch {
     events: Arc<Vec<vetted_store::RecordedEvent>>,
     decoded: Arc<Vec<Option<ApplicantEvent>>>,
     last: u64,
+}
+
+impl Batch {
+    /// Decodes the applicant events of `events` (not empty) on a blocking thread.
+    pub(crate) async fn decode(
+        events: Vec<vetted_store::RecordedEvent>,
+    ) -> Result<Batch, ProjectionError> {
+        let last = events.last().map_or(0, |e| e.global_position);
+        let (events, decoded) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_all(&events);
+            (events, decoded)
+        })
+        .await
+        .map_err(|e| ProjectionError::Other(format!("rebuild decoding failed: {e}")))?;
+        Ok(Batch {
+            events: Arc::new(events),
+            decoded: Arc::new(decoded),
+            last,
+        })
+    }
 }
 
 /// Reads up to [`REBUILD_BATCH`] events from `from` (none above `until`) and decodes them on a
@@ -436,20 +458,10 @@ async fn read_batch(
     if let Some(u) = until {
         events.retain(|e| e.global_position <= u);
     }
-    let Some(last) = events.last().map(|e| e.global_position) else {
+    if events.is_empty() {
         return Ok(None);
-    };
-    let (events, decoded) = tokio::task::spawn_blocking(move || {
-        let decoded = decode_all(&events);
-        (events, decoded)
-    })
-    .await
-    .map_err(|e| ProjectionError::Other(format!("rebuild decoding failed: {e}")))?;
-    Ok(Some(Batch {
-        events: Arc::new(events),
-        decoded: Arc::new(decoded),
-        last,
-    }))
+    }
+    Batch::decode(events).await.map(Some)
 }
 
 /// Decodes each applicant event; undecodable ones are left to the projections, which report
@@ -536,7 +548,7 @@ async fn step(
 }
 
 /// Waits for every task (so none is left running); the first error wins.
-async fn join_all_first_error<T>(
+pub(crate) async fn join_all_first_error<T>(
     tasks: Vec<tokio::task::JoinHandle<Result<T, ProjectionError>>>,
     what: &str,
 ) -> Result<(), ProjectionError> {

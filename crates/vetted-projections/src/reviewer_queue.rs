@@ -3,14 +3,12 @@
 //!
 //! Rows: `rq/<id>` → what the queue knows of the applicant; `q/<app>/<reviewer>\0<assigned
 //! BE micros><id bytes>` → [`QueueEntry`] while the applicant has that reviewer and no decision.
+use crate::codec::{Reader, Writer};
+use crate::rows::{RowCodec, RowStore};
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
-use vetted_store::RecordedEvent;
-
-use crate::codec::{Reader, Writer};
-use crate::rows::RowCodec;
-use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
 
 /// Name of the reviewer queue projection.
 pub const REVIEWER_QUEUE: &str = "reviewer_queue";
@@ -107,11 +105,17 @@ impl Tracked {
     }
 }
 
+/// Key of an applicant's tracked row.
+fn tracked_key(id: &str) -> String {
+    format!("rq/{id}")
+}
+
 fn reviewer_prefix(app: &str, reviewer: &str) -> Vec<u8> {
     format!("q/{app}/{reviewer}\0").into_bytes()
 }
 
 /// The reviewer queue projection.
+#[derive(Clone, Copy)]
 pub struct ReviewerQueueProjection;
 
 impl ApplicantProjection for ReviewerQueueProjection {
@@ -124,52 +128,50 @@ impl ApplicantProjection for ReviewerQueueProjection {
         2
     }
 
-    fn apply_applicant(
+    fn apply_applicant<S: RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let key = format!("rq/{id}");
-        let change = rows.update_row::<Tracked, _>(key.as_bytes(), |row| {
-            if let ApplicantEvent::ApplicantCreated {
-                applicant_id,
-                external_user_id,
-                ..
-            } = &domain_event
-            {
-                *row = Some(Tracked {
-                    app: event.tenant.clone(),
-                    id: *applicant_id,
-                    external_user_id: external_user_id.clone(),
-                    status: ApplicantStatus::Init,
-                    reviewer: None,
-                    assigned_at: None,
-                    open_warnings: 0,
-                });
-                return None;
-            }
-            let t = row.as_mut()?;
-            let before = t.queue_row();
-            match &domain_event {
-                ApplicantEvent::StatusChanged { to, .. } => t.status = *to,
-                ApplicantEvent::ReviewerAssigned { reviewer_id } => {
-                    t.reviewer = Some(reviewer_id.clone());
-                    t.assigned_at = Some(event.recorded_at);
+        let change =
+            rows.update_applicant_row::<Tracked, _>(fact.applicant_id, tracked_key, |row| {
+                if let ApplicantEvent::ApplicantCreated {
+                    applicant_id,
+                    external_user_id,
+                    ..
+                } = fact.event
+                {
+                    *row = Some(Tracked {
+                        app: fact.tenant.to_string(),
+                        id: *applicant_id,
+                        external_user_id: external_user_id.clone(),
+                        status: ApplicantStatus::Init,
+                        reviewer: None,
+                        assigned_at: None,
+                        open_warnings: 0,
+                    });
+                    return None;
                 }
-                ApplicantEvent::ReviewerUnassigned { .. } => {
-                    t.reviewer = None;
-                    t.assigned_at = None;
+                let t = row.as_mut()?;
+                let before = t.queue_row();
+                match fact.event {
+                    ApplicantEvent::StatusChanged { to, .. } => t.status = *to,
+                    ApplicantEvent::ReviewerAssigned { reviewer_id } => {
+                        t.reviewer = Some(reviewer_id.clone());
+                        t.assigned_at = Some(fact.recorded_at);
+                    }
+                    ApplicantEvent::ReviewerUnassigned { .. } => {
+                        t.reviewer = None;
+                        t.assigned_at = None;
+                    }
+                    ApplicantEvent::WarningRaised { .. } => t.open_warnings += 1,
+                    ApplicantEvent::WarningResolved { .. } => {
+                        t.open_warnings = t.open_warnings.saturating_sub(1)
+                    }
+                    _ => return None,
                 }
-                ApplicantEvent::WarningRaised { .. } => t.open_warnings += 1,
-                ApplicantEvent::WarningResolved { .. } => {
-                    t.open_warnings = t.open_warnings.saturating_sub(1)
-                }
-                _ => return None,
-            }
-            Some((before, t.queue_row()))
-        })?;
+                Some((before, t.queue_row()))
+            })?;
         if let Some((before, after)) = change {
             if before != after {
                 if let Some((old_key, _)) = before {

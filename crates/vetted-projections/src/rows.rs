@@ -326,6 +326,94 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// Row access a projection's fold is written against. The live runner's [`Rows`] (over the
+/// generation's tree) and a rebuild's in-memory [`crate::bulk::BulkRows`] both implement it,
+/// so a read model has one fold whichever way it is built, and `verify` can compare the two.
+pub(crate) trait RowStore {
+    /// The current value of `key`, pending changes included.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError>;
+
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+
+    /// Removes `key`.
+    fn remove(&mut self, key: Vec<u8>);
+
+    /// Reads the compact row an applicant has in this read model (`None` if absent), whose
+    /// key is `key_of(applicant_id)`, and lets `f` change it (`None` removes it). A row type is reached either this way or by key, never
+    /// both: a rebuild keeps these rows by applicant and spells their keys out at the end.
+    fn update_applicant_row<T: RowCodec, R>(
+        &mut self,
+        applicant_id: &str,
+        key_of: fn(&str) -> String,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError>;
+
+    /// Reads the JSON row `key` (`None` if absent), lets `f` change it (`None` removes it).
+    fn update_json<T, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Lets `f` append to the value of `key` (empty if absent), which it may read first.
+    fn append_with(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError>;
+
+    /// Sets `key` to `value` encoded as JSON.
+    fn put_json<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), ProjectionError> {
+        self.put(key, encode_json(value)?);
+        Ok(())
+    }
+}
+
+impl RowStore for Rows<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Rows::get(self, key)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        Rows::put(self, key, value)
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        Rows::remove(self, key)
+    }
+
+    fn update_applicant_row<T: RowCodec, R>(
+        &mut self,
+        applicant_id: &str,
+        key_of: fn(&str) -> String,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        Rows::update_row(self, key_of(applicant_id).as_bytes(), f)
+    }
+
+    fn update_json<T, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Rows::update_json(self, key, f)
+    }
+
+    fn append_with(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        Rows::append_with(self, key, f)
+    }
+}
+
 /// A key's hash in `Rows::written` (a collision only costs a read from sled).
 fn key_hash(key: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();

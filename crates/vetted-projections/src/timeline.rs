@@ -7,7 +7,8 @@ use vetted_store::{ActorKind, RecordedEvent};
 
 use crate::applicant_view::decode;
 use crate::codec::{Reader, Writer};
-use crate::{ApplicantProjection, ProjectionError, ReadModels, Rows};
+use crate::rows::RowStore;
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
 
 /// Name of the timeline projection.
 pub const TIMELINE: &str = "timeline";
@@ -95,7 +96,13 @@ impl Timeline {
 }
 
 fn prefix(app: &str, id: &str) -> Vec<u8> {
-    format!("tl/{app}/{id}/").into_bytes()
+    let mut key = Vec::with_capacity(app.len() + id.len() + 5 + 8);
+    key.extend_from_slice(b"tl/");
+    key.extend_from_slice(app.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(id.as_bytes());
+    key.push(b'/');
+    key
 }
 
 /// Stream versions per timeline row. A row per event made a rebuild write as many sled rows
@@ -109,6 +116,7 @@ pub const CHUNK: u64 = 32;
 /// binary layout of `crate::codec` (tag byte 1, or 2 when the actor is the previous entry's;
 /// about a third of the entry's JSON, and sled's cost per row grows with its size). Rows of the older JSON-lines layout are refused
 /// on read: rebuild the timeline.
+#[derive(Clone, Copy)]
 pub struct TimelineProjection;
 
 impl ApplicantProjection for TimelineProjection {
@@ -121,17 +129,15 @@ impl ApplicantProjection for TimelineProjection {
         2
     }
 
-    fn apply_applicant(
+    fn apply_applicant<S: RowStore>(
         &self,
-        rows: &mut Rows<'_>,
-        event: &RecordedEvent,
-        id: &str,
-        domain_event: &ApplicantEvent,
+        rows: &mut S,
+        fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let mut key = prefix(&event.tenant, id);
-        let first = event.stream_version - event.stream_version % CHUNK;
+        let mut key = prefix(fact.tenant, fact.applicant_id);
+        let first = fact.stream_version - fact.stream_version % CHUNK;
         key.extend_from_slice(&first.to_be_bytes());
-        rows.append_with(&key, |row| encode_entry(row, event, domain_event))
+        rows.append_with(&key, |row| encode_entry(row, fact))
     }
 }
 
@@ -163,38 +169,34 @@ const ACTION_AS_TEXT: u8 = u8::MAX;
 /// [`TimelineEntry`], built straight from the event (no intermediate entry, no JSON). When
 /// the actor (kind, id, ip, user agent, os, browser) is the previous entry's, as for two
 /// thirds of the events, the entry says so in its tag instead of repeating ~80 bytes.
-fn encode_entry(
-    row: &mut Vec<u8>,
-    event: &RecordedEvent,
-    domain_event: &ApplicantEvent,
-) -> Result<(), ProjectionError> {
-    let actor = &event.actor;
+fn encode_entry(row: &mut Vec<u8>, fact: &ApplicantFact<'_>) -> Result<(), ProjectionError> {
+    let actor = fact.actor;
     let same_actor = last_actor(row)?.is_some_and(|last| {
         last.kind == actor_code(actor.kind)
-            && last.id == actor.id.as_deref()
-            && last.ip == actor.ip.as_deref()
-            && last.user_agent == actor.user_agent.as_deref()
-            && last.os == actor.os.as_deref()
-            && last.browser == actor.browser.as_deref()
+            && last.id == bytes(&actor.id)
+            && last.ip == bytes(&actor.ip)
+            && last.user_agent == bytes(&actor.user_agent)
+            && last.os == bytes(&actor.os)
+            && last.browser == bytes(&actor.browser)
     });
     let mut w = Writer(row);
     if same_actor {
-        w.u8(ENTRY_SAME_ACTOR).time(&event.recorded_at);
-        action(&mut w, &event.event_type);
-        w.str(&domain_event.summary());
+        w.u8(ENTRY_SAME_ACTOR).time(&fact.recorded_at);
+        action(&mut w, fact.event_type);
+        w.str(&fact.event.summary());
     } else {
         w.u8(ENTRY_TAG)
-            .time(&event.recorded_at)
+            .time(&fact.recorded_at)
             .u8(actor_code(actor.kind))
             .opt_str(actor.id.as_deref());
-        action(&mut w, &event.event_type);
-        w.str(&domain_event.summary())
+        action(&mut w, fact.event_type);
+        w.str(&fact.event.summary())
             .opt_str(actor.ip.as_deref())
             .opt_str(actor.user_agent.as_deref())
             .opt_str(actor.os.as_deref())
             .opt_str(actor.browser.as_deref());
     }
-    w.varint(event.stream_version).uuid(&event.event_id);
+    w.varint(fact.stream_version).uuid(&fact.event_id);
     Ok(())
 }
 
@@ -219,15 +221,20 @@ fn read_action(r: &mut Reader<'_>) -> Result<String, ProjectionError> {
     })
 }
 
-/// The actor of a row's last entry, borrowed from the row.
+/// The actor of a row's last entry, borrowed from the row (its text as stored: it is only
+/// compared).
 #[derive(Clone, Copy)]
 struct LastActor<'a> {
     kind: u8,
-    id: Option<&'a str>,
-    ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    os: Option<&'a str>,
-    browser: Option<&'a str>,
+    id: Option<&'a [u8]>,
+    ip: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+    os: Option<&'a [u8]>,
+    browser: Option<&'a [u8]>,
+}
+
+fn bytes(s: &Option<String>) -> Option<&[u8]> {
+    s.as_deref().map(str::as_bytes)
 }
 
 /// Walks a row's entries without building them; `None` for an empty row.
@@ -236,37 +243,37 @@ fn last_actor(row: &[u8]) -> Result<Option<LastActor<'_>>, ProjectionError> {
     let mut last = None;
     while !r.is_done() {
         let tag = r.u8()?;
-        r.time()?;
+        r.skip_time()?;
         match tag {
             ENTRY_TAG => {
                 let kind = r.u8()?;
-                let id = r.opt_str()?;
+                let id = r.opt_bytes()?;
                 skip_action(&mut r)?;
-                r.str()?;
+                r.skip_str()?;
                 last = Some(LastActor {
                     kind,
                     id,
-                    ip: r.opt_str()?,
-                    user_agent: r.opt_str()?,
-                    os: r.opt_str()?,
-                    browser: r.opt_str()?,
+                    ip: r.opt_bytes()?,
+                    user_agent: r.opt_bytes()?,
+                    os: r.opt_bytes()?,
+                    browser: r.opt_bytes()?,
                 });
             }
             ENTRY_SAME_ACTOR => {
                 skip_action(&mut r)?;
-                r.str()?;
+                r.skip_str()?;
             }
             other => return Err(r.error(format_args!("unknown timeline entry {other}"))),
         }
         r.varint()?;
-        r.uuid()?;
+        r.skip(16)?;
     }
     Ok(last)
 }
 
 fn skip_action(r: &mut Reader<'_>) -> Result<(), ProjectionError> {
     if r.u8()? == ACTION_AS_TEXT {
-        r.str()?;
+        r.skip_str()?;
     }
     Ok(())
 }
@@ -368,7 +375,8 @@ mod tests {
         let mut expected = Vec::new();
         for event in &events {
             let domain_event = decode(event).unwrap();
-            encode_entry(&mut row, event, &domain_event).unwrap();
+            let fact = ApplicantFact::of(event, &domain_event).unwrap();
+            encode_entry(&mut row, &fact).unwrap();
             expected.push(TimelineEntry::of(event).unwrap());
         }
         let mut items = Vec::new();
@@ -378,7 +386,8 @@ mod tests {
         let mut full = Vec::new();
         for event in &events {
             let mut one = Vec::new();
-            encode_entry(&mut one, event, &decode(event).unwrap()).unwrap();
+            let domain_event = decode(event).unwrap();
+            encode_entry(&mut one, &ApplicantFact::of(event, &domain_event).unwrap()).unwrap();
             assert_eq!(one[0], ENTRY_TAG);
             full.extend(one);
         }

@@ -1,0 +1,312 @@
+//! A rebuild's first pass: from position 1 until the log's head is within one batch, the
+//! read models that have a [`Builder`] fold every event in memory and write each of their
+//! rows once, in key order, when the pass ends; the others apply the same batches through
+//! [`crate::Rows`] as before. Afterwards every target holds the same checkpoint and the
+//! rebuild goes on with the short tail and the switch (`crate::rebuild`).
+//!
+//! The log is read one batch ahead: while the builders fold batch N on their threads, batch
+//! N+1 is read and decoded, its decoding split over several threads.
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use vetted_store::{EventStore, RecordedEvent};
+
+use crate::rebuild::{join_all_first_error, Batch, Target, Workers, REBUILD_BATCH};
+use crate::{Builder, DecodedEvent, ProjectionError, RebuildProgress, SortedRows, CHECKPOINT_KEY};
+
+/// Threads a batch's decoding is split over (the machine's cores, at most this many).
+const DECODE_THREADS: usize = 4;
+
+/// Rows per `apply_batch` when a builder's rows go into the generation's tree.
+const ROWS_PER_WRITE: usize = 10_000;
+
+/// Runs the first pass over `targets` (see the module docs). Returns when every target has
+/// applied the log up to a batch shorter than a full one.
+pub(crate) async fn first_pass(
+    store: &dyn EventStore,
+    targets: &[Target],
+    progress: &mut (dyn FnMut(RebuildProgress) + Send),
+) -> Result<(), ProjectionError> {
+    let mut folding = Vec::new();
+    let mut applying = Vec::new();
+    for target in targets {
+        match target.projection.builder() {
+            Some(builder) => folding.push((target, builder)),
+            None => applying.push(target.clone()),
+        }
+    }
+    if folding.is_empty() {
+        return crate::rebuild::catch_up(store, targets, None, true, progress).await;
+    }
+    let builders = BuilderThreads::start(folding);
+    let workers = Workers::start(&applying);
+    let outcome = feed(store, &builders, &workers, !applying.is_empty(), progress).await;
+    let last = outcome.as_ref().ok().copied().flatten();
+    // Every thread finishes (and the builders write their rows) before an error returns, so
+    // nothing writes to a generation the caller is about to drop.
+    let built = builders.finish(last).await;
+    let applied = workers.finish().await;
+    outcome.and(built).and(applied)
+}
+
+/// Reads and hands out batches until one is short of a full batch; returns the last position
+/// handed out (`None`: the log was empty).
+async fn feed(
+    store: &dyn EventStore,
+    builders: &BuilderThreads,
+    workers: &Workers,
+    need_recorded: bool,
+    progress: &mut (dyn FnMut(RebuildProgress) + Send),
+) -> Result<Option<u64>, ProjectionError> {
+    let mut total = store.head().await?;
+    let mut from = 1;
+    let mut last = None;
+    let mut running: Option<(Vec<Ack>, usize, u64)> = None;
+    loop {
+        let next = read(store, from, need_recorded).await;
+        if let Some((acks, count, position)) = running.take() {
+            for ack in acks {
+                ack.await.map_err(|_| {
+                    ProjectionError::Other("a rebuild thread stopped before its batch".into())
+                })??;
+            }
+            last = Some(position);
+            if position > total {
+                total = store.head().await?;
+            }
+            progress(RebuildProgress {
+                done: position,
+                total: total.max(position),
+            });
+            if count < REBUILD_BATCH {
+                return next.map(|_| last);
+            }
+        }
+        let Some(batch) = next? else {
+            return Ok(last);
+        };
+        from = batch.last + 1;
+        let mut acks = builders.send(&batch.decoded)?;
+        if let Some(recorded) = &batch.recorded {
+            acks.extend(workers.send(recorded)?);
+        }
+        running = Some((acks, batch.count, batch.last));
+    }
+}
+
+/// A batch of the first pass.
+struct PassBatch {
+    /// Its applicant events, decoded for the builders.
+    decoded: Arc<Vec<DecodedEvent>>,
+    /// Every event as recorded, for the targets without a builder (`None`: there are none).
+    recorded: Option<Batch>,
+    /// Events in the batch.
+    count: usize,
+    /// Global position of its last event.
+    last: u64,
+}
+
+/// Reads up to [`REBUILD_BATCH`] events from `from` and decodes them (`None`: none left).
+async fn read(
+    store: &dyn EventStore,
+    from: u64,
+    need_recorded: bool,
+) -> Result<Option<PassBatch>, ProjectionError> {
+    let events = store.read_all(from, REBUILD_BATCH).await?;
+    let Some(last) = events.last().map(|e| e.global_position) else {
+        return Ok(None);
+    };
+    let count = events.len();
+    let recorded = need_recorded.then(|| events.clone());
+    let decoded = decode_recorded(events).await?;
+    let recorded = match recorded {
+        Some(events) => Some(Batch::decode(events).await?),
+        None => None,
+    };
+    Ok(Some(PassBatch {
+        decoded: Arc::new(decoded),
+        recorded,
+        count,
+        last,
+    }))
+}
+
+/// Decodes the applicant events of `events` on several threads, keeping their order.
+async fn decode_recorded(events: Vec<RecordedEvent>) -> Result<Vec<DecodedEvent>, ProjectionError> {
+    let parts = split(events, decode_threads());
+    let tasks: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(part.len());
+                for event in part {
+                    if let Some(decoded) = DecodedEvent::from_recorded(event)? {
+                        out.push(decoded);
+                    }
+                }
+                Ok::<_, ProjectionError>(out)
+            })
+        })
+        .collect();
+    let mut decoded = Vec::new();
+    for task in tasks {
+        let part = task
+            .await
+            .map_err(|e| ProjectionError::Other(format!("decoding a batch failed: {e}")))??;
+        if decoded.is_empty() {
+            decoded = part;
+        } else {
+            decoded.extend(part);
+        }
+    }
+    Ok(decoded)
+}
+
+fn decode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, DECODE_THREADS)
+}
+
+/// Splits `items` into at most `parts` contiguous parts of about the same size, in order.
+fn split<T>(mut items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let size = items.len().div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::new();
+    while items.len() > size {
+        let rest = items.split_off(size);
+        out.push(std::mem::replace(&mut items, rest));
+    }
+    out.push(items);
+    out
+}
+
+/// A thread's word that it folded a batch (or why not).
+type Ack = oneshot::Receiver<Result<(), ProjectionError>>;
+
+/// What a builder thread is handed.
+enum Job {
+    Fold(
+        Arc<Vec<DecodedEvent>>,
+        oneshot::Sender<Result<(), ProjectionError>>,
+    ),
+    /// The pass is over at this checkpoint (`None`: it failed, write nothing).
+    Finish(Option<u64>),
+}
+
+/// One thread per builder.
+struct BuilderThreads {
+    senders: Vec<mpsc::Sender<Job>>,
+    handles: Vec<tokio::task::JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl BuilderThreads {
+    fn start(folding: Vec<(&Target, Box<dyn Builder>)>) -> BuilderThreads {
+        let (mut senders, mut handles) = (Vec::new(), Vec::new());
+        for (target, builder) in folding {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let tree = target.tree.clone();
+            senders.push(tx);
+            handles.push(tokio::task::spawn_blocking(move || {
+                build(builder, &tree, rx)
+            }));
+        }
+        BuilderThreads { senders, handles }
+    }
+
+    /// Hands `events` to every builder; returns one acknowledgement per builder.
+    fn send(&self, events: &Arc<Vec<DecodedEvent>>) -> Result<Vec<Ack>, ProjectionError> {
+        let mut acks = Vec::new();
+        for sender in &self.senders {
+            let (done, ack) = oneshot::channel();
+            sender
+                .send(Job::Fold(events.clone(), done))
+                .map_err(|_| ProjectionError::Other("a rebuild thread stopped early".into()))?;
+            acks.push(ack);
+        }
+        Ok(acks)
+    }
+
+    /// Tells every builder the pass ended at `checkpoint` and waits for their rows to be
+    /// written; the first error wins.
+    async fn finish(self, checkpoint: Option<u64>) -> Result<(), ProjectionError> {
+        for sender in &self.senders {
+            // A builder that stopped on an error has nothing to write; its error comes below.
+            let _ = sender.send(Job::Finish(checkpoint));
+        }
+        drop(self.senders);
+        join_all_first_error(self.handles, "rebuild builder").await
+    }
+}
+
+/// A builder thread: folds every batch, then writes its rows with the pass's checkpoint.
+/// After a failed event it folds nothing more and writes nothing.
+fn build(
+    mut builder: Box<dyn Builder>,
+    tree: &sled::Tree,
+    jobs: mpsc::Receiver<Job>,
+) -> Result<(), ProjectionError> {
+    for job in jobs {
+        match job {
+            Job::Fold(events, done) => {
+                let outcome = events.iter().try_for_each(|e| builder.apply(&e.fact()));
+                let failed = outcome.is_err();
+                // The feeder may have given up already; the outcome then goes nowhere.
+                let _ = done.send(outcome);
+                if failed {
+                    return Ok(());
+                }
+            }
+            Job::Finish(None) => return Ok(()),
+            Job::Finish(Some(checkpoint)) => {
+                return write_rows(tree, builder.finish()?, checkpoint)
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a builder's rows into a fresh generation's tree, the checkpoint with the last
+/// batch of rows (so a generation with its checkpoint holds every row).
+fn write_rows(tree: &sled::Tree, rows: SortedRows, checkpoint: u64) -> Result<(), ProjectionError> {
+    let mut rows = rows.into_iter().peekable();
+    loop {
+        let mut batch = sled::Batch::default();
+        for (key, value) in rows.by_ref().take(ROWS_PER_WRITE) {
+            batch.insert(key, value);
+        }
+        let done = rows.peek().is_none();
+        if done {
+            batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        }
+        tree.apply_batch(batch)?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_splits_into_ordered_parts_of_about_the_same_size() {
+        for (len, parts) in [
+            (0usize, 2usize),
+            (1, 2),
+            (7, 2),
+            (10, 3),
+            (50_000, 4),
+            (3, 8),
+        ] {
+            let split = split((0..len).collect::<Vec<_>>(), parts);
+            assert!(split.len() <= parts.max(1), "{len} {parts}");
+            let sizes: Vec<usize> = split.iter().map(Vec::len).collect();
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= len.div_ceil(parts)
+            );
+            assert_eq!(split.concat(), (0..len).collect::<Vec<_>>());
+        }
+    }
+}
