@@ -21,9 +21,13 @@ mod rebuild;
 pub mod replay;
 pub mod reviewer_queue;
 mod rows;
+/// Public for the `run_rows` example and the coming rebuild into run files; not a stable API.
+#[doc(hidden)]
+pub mod run;
 mod runner;
 #[doc(hidden)]
 pub mod sample;
+mod table;
 pub mod timeline;
 mod view_codec;
 
@@ -41,6 +45,7 @@ pub use read_models::{ProjectionStatus, ReadModels};
 pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};
 pub use rows::{checkpoint_of, Rows, CHECKPOINT_KEY};
 pub use runner::{Runner, BATCH};
+pub use table::{Table, TableIter};
 
 use vetted_store::RecordedEvent;
 
@@ -73,6 +78,10 @@ pub enum ProjectionError {
         wanted: u64,
         waited_ms: u64,
     },
+    /// A run file (the sorted, immutable base of a rebuilt generation) could not be written or
+    /// read, or is damaged; the reason says which, and what to do.
+    #[error("read model file {path}: {reason}")]
+    RunFile { path: String, reason: String },
     /// Another rebuild or verify of the same projection is running; wait for it to finish.
     #[error("projection {0} is already being rebuilt or verified; wait for that run to finish")]
     RebuildInProgress(String),
