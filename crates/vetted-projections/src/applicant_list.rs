@@ -10,7 +10,7 @@
 //! status indexes (newest first) rather than keeping a third index row per applicant.
 use crate::codec::{Reader, Writer};
 use crate::rows::{RowCodec, RowStore};
-use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels, TableIter};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
@@ -237,7 +237,7 @@ impl ReadModels {
         filter: &ListFilter,
         page: &Page,
     ) -> Result<ApplicantPage, ProjectionError> {
-        let tree = self.live_tree(APPLICANT_LIST)?;
+        let tree = self.live_table(APPLICANT_LIST)?;
         // Scan the most selective index; check the other conditions on the entry. Without a
         // filter, merge the status indexes: every applicant is in exactly one of them.
         let prefixes: Vec<Vec<u8>> = match (&filter.external_user_id, filter.status) {
@@ -276,7 +276,7 @@ impl ReadModels {
                 let head = scan.next_back().transpose()?.map(|(k, _)| k);
                 Ok((scan, head))
             })
-            .collect::<Result<Vec<(sled::Iter, Option<sled::IVec>)>, ProjectionError>>()?;
+            .collect::<Result<Vec<(TableIter, Option<sled::IVec>)>, ProjectionError>>()?;
         let limit = page.limit.clamp(1, MAX_PAGE);
         let mut items = Vec::new();
         let mut next_cursor = None;

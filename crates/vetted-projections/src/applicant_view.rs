@@ -14,7 +14,7 @@ use vetted_store::{Actor, ActorKind, RecordedEvent};
 
 use crate::codec::{Reader, Writer};
 use crate::rows::{RowCodec, RowStore};
-use crate::{ApplicantFact, ApplicantProjection, Projection, ProjectionError, ReadModels};
+use crate::{ApplicantFact, ApplicantProjection, Projection, ProjectionError, ReadModels, Table};
 
 /// Name of the applicant view projection.
 pub const APPLICANT_VIEW: &str = "applicant_view";
@@ -369,8 +369,8 @@ impl ReadModels {
         &self,
         app: &str,
         id: &ApplicantId,
-    ) -> Result<Option<(sled::Tree, String, ViewRow)>, ProjectionError> {
-        let tree = self.live_tree(APPLICANT_VIEW)?;
+    ) -> Result<Option<(Table, String, ViewRow)>, ProjectionError> {
+        let tree = self.live_table(APPLICANT_VIEW)?;
         let key = view_key(&id.to_string());
         let Some(bytes) = tree.get(key.as_bytes())? else {
             return Ok(None);

@@ -453,7 +453,7 @@ impl ReadModels {
                 "dashboard range {from}..{to} must run forwards and span at most {MAX_RANGE_DAYS} days"
             )));
         }
-        let tree = self.live_tree(DASHBOARD)?;
+        let tree = self.live_table(DASHBOARD)?;
         let low = day_key(app, &from.format("%Y-%m-%d").to_string());
         let high = day_key(app, &to.format("%Y-%m-%d").to_string());
         let mut days = BTreeMap::new();

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::{ProjectionError, CHECKPOINT_KEY};
+use crate::{ProjectionError, Table};
 
 /// The digest of a projection's rows (checkpoint excluded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,19 +15,28 @@ pub struct Digest {
     pub rows: u64,
 }
 
-/// Hashes every row of `tree` but the checkpoint for which `include(key)` holds.
-///
-/// Each row contributes its key and value, each prefixed by its length (big-endian u64), so
-/// no two different row sets can produce the same byte stream.
+/// Hashes every row of `tree` (a generation without a base) for which `include(key)` holds.
 pub fn digest_tree(
     tree: &sled::Tree,
     include: impl Fn(&[u8]) -> bool,
 ) -> Result<Digest, ProjectionError> {
+    digest_table(&Table::plain(tree.clone()), include)
+}
+
+/// Hashes every row of a generation (base and tree; the checkpoint is not a row) for which
+/// `include(key)` holds.
+///
+/// Each row contributes its key and value, each prefixed by its length (big-endian u64), so
+/// no two different row sets can produce the same byte stream, however they are stored.
+pub fn digest_table(
+    table: &Table,
+    include: impl Fn(&[u8]) -> bool,
+) -> Result<Digest, ProjectionError> {
     let mut hasher = Sha256::new();
     let mut rows = 0u64;
-    for item in tree.iter() {
+    for item in table.iter() {
         let (key, value) = item?;
-        if key.as_ref() == CHECKPOINT_KEY || !include(&key) {
+        if !include(&key) {
             continue;
         }
         hasher.update((key.len() as u64).to_be_bytes());

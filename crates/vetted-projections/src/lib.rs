@@ -38,7 +38,7 @@ pub use dashboard::{Dashboard, DashboardPeriod};
 pub use reviewer_queue::{QueueEntry, ReviewerQueue};
 pub use timeline::{Timeline, TimelineEntry};
 
-pub use digest::{digest_tree, Digest};
+pub use digest::{digest_table, digest_tree, Digest};
 pub use fact::{ApplicantFact, DecodedEvent};
 pub use generation::{Generations, META_TREE};
 pub use read_models::{ProjectionStatus, ReadModels};

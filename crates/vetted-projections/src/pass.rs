@@ -12,8 +12,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use vetted_store::{EventStore, RecordedEvent};
 
-use crate::rebuild::{join_all_first_error, Batch, Target, Workers, REBUILD_BATCH};
-use crate::{Builder, DecodedEvent, ProjectionError, RebuildProgress, SortedRows, CHECKPOINT_KEY};
+use crate::rebuild::{Batch, Target, Workers, REBUILD_BATCH};
+use crate::run::{Run, RunWriter};
+use crate::{
+    Builder, DecodedEvent, Generations, ProjectionError, RebuildProgress, SortedRows, Table,
+    CHECKPOINT_KEY,
+};
 
 /// Threads a batch's decoding is split over (the machine's cores, at most this many).
 const DECODE_THREADS: usize = 4;
@@ -22,24 +26,34 @@ const DECODE_THREADS: usize = 4;
 const ROWS_PER_WRITE: usize = 10_000;
 
 /// Runs the first pass over `targets` (see the module docs). Returns when every target has
-/// applied the log up to a batch shorter than a full one.
+/// applied the log up to a batch shorter than a full one, with the targets as they are then
+/// (a builder's generation has its base run file when `generations` keeps base files).
 pub(crate) async fn first_pass(
+    generations: &Generations,
     store: &dyn EventStore,
     targets: &[Target],
     progress: &mut (dyn FnMut(RebuildProgress) + Send),
-) -> Result<(), ProjectionError> {
+) -> Result<Vec<Target>, ProjectionError> {
     let mut folding = Vec::new();
     let mut applying = Vec::new();
-    for target in targets {
+    for (i, target) in targets.iter().enumerate() {
         match target.projection.builder() {
-            Some(builder) => folding.push((target, builder)),
+            Some(builder) => folding.push((i, builder)),
             None => applying.push(target.clone()),
         }
     }
     if folding.is_empty() {
-        return crate::rebuild::catch_up(store, targets, None, true, progress).await;
+        crate::rebuild::catch_up(store, targets, None, true, progress).await?;
+        return Ok(targets.to_vec());
     }
-    let builders = BuilderThreads::start(folding);
+    let indexes: Vec<usize> = folding.iter().map(|(i, _)| *i).collect();
+    let builders = BuilderThreads::start(
+        folding
+            .into_iter()
+            .map(|(i, builder)| (targets[i].clone(), builder))
+            .collect(),
+        generations,
+    );
     let workers = Workers::start(&applying);
     let outcome = feed(store, &builders, &workers, !applying.is_empty(), progress).await;
     let last = outcome.as_ref().ok().copied().flatten();
@@ -47,7 +61,14 @@ pub(crate) async fn first_pass(
     // nothing writes to a generation the caller is about to drop.
     let built = builders.finish(last).await;
     let applied = workers.finish().await;
-    outcome.and(built).and(applied)
+    outcome?;
+    let built = built?;
+    applied?;
+    let mut targets = targets.to_vec();
+    for (i, table) in indexes.into_iter().zip(built) {
+        targets[i].table = table;
+    }
+    Ok(targets)
 }
 
 /// Reads and hands out batches until one is short of a full batch; returns the last position
@@ -194,21 +215,24 @@ enum Job {
     Finish(Option<u64>),
 }
 
-/// One thread per builder.
+/// One thread per builder; each ends with its generation's rows as written.
 struct BuilderThreads {
     senders: Vec<mpsc::Sender<Job>>,
-    handles: Vec<tokio::task::JoinHandle<Result<(), ProjectionError>>>,
+    handles: Vec<tokio::task::JoinHandle<Result<Table, ProjectionError>>>,
 }
 
 impl BuilderThreads {
-    fn start(folding: Vec<(&Target, Box<dyn Builder>)>) -> BuilderThreads {
+    fn start(
+        folding: Vec<(Target, Box<dyn Builder>)>,
+        generations: &Generations,
+    ) -> BuilderThreads {
         let (mut senders, mut handles) = (Vec::new(), Vec::new());
         for (target, builder) in folding {
             let (tx, rx) = mpsc::channel::<Job>();
-            let tree = target.tree.clone();
+            let generations = generations.clone();
             senders.push(tx);
             handles.push(tokio::task::spawn_blocking(move || {
-                build(builder, &tree, rx)
+                build(builder, &target, &generations, rx)
             }));
         }
         BuilderThreads { senders, handles }
@@ -228,24 +252,45 @@ impl BuilderThreads {
     }
 
     /// Tells every builder the pass ended at `checkpoint` and waits for their rows to be
-    /// written; the first error wins.
-    async fn finish(self, checkpoint: Option<u64>) -> Result<(), ProjectionError> {
+    /// written; returns each builder's generation (in the order they started). Waits for
+    /// every thread; the first error wins.
+    async fn finish(self, checkpoint: Option<u64>) -> Result<Vec<Table>, ProjectionError> {
         for sender in &self.senders {
             // A builder that stopped on an error has nothing to write; its error comes below.
             let _ = sender.send(Job::Finish(checkpoint));
         }
         drop(self.senders);
-        join_all_first_error(self.handles, "rebuild builder").await
+        let mut tables = Vec::new();
+        let mut first_error = None;
+        for handle in self.handles {
+            match handle.await {
+                Ok(Ok(table)) => tables.push(table),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(ProjectionError::Other(format!(
+                        "rebuild builder failed: {e}"
+                    )));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(tables),
+        }
     }
 }
 
-/// A builder thread: folds every batch, then writes its rows with the pass's checkpoint.
-/// After a failed event it folds nothing more and writes nothing.
+/// A builder thread: folds every batch, then writes its rows with the pass's checkpoint and
+/// returns the generation's rows as written. After a failed event it folds nothing more and
+/// writes nothing (its error went to the feeder).
 fn build(
     mut builder: Box<dyn Builder>,
-    tree: &sled::Tree,
+    target: &Target,
+    generations: &Generations,
     jobs: mpsc::Receiver<Job>,
-) -> Result<(), ProjectionError> {
+) -> Result<Table, ProjectionError> {
     for job in jobs {
         match job {
             Job::Fold(events, done) => {
@@ -254,16 +299,46 @@ fn build(
                 // The feeder may have given up already; the outcome then goes nowhere.
                 let _ = done.send(outcome);
                 if failed {
-                    return Ok(());
+                    break;
                 }
             }
-            Job::Finish(None) => return Ok(()),
+            Job::Finish(None) => break,
             Job::Finish(Some(checkpoint)) => {
-                return write_rows(tree, builder.finish()?, checkpoint)
+                let rows = builder.finish()?;
+                let name = target.projection.name();
+                return match generations.base_path(name, target.generation) {
+                    Some(path) => write_base(generations, target, &path, rows, checkpoint),
+                    None => {
+                        write_rows(target.table.tree(), rows, checkpoint)?;
+                        Ok(target.table.clone())
+                    }
+                };
             }
         }
     }
-    Ok(())
+    Ok(target.table.clone())
+}
+
+/// Writes a builder's rows as the base run file of a fresh generation, records it, then sets
+/// the generation's checkpoint: a generation with its checkpoint has all its rows. (A crash
+/// before the switch leaves a generation that the next rebuild drops, file included.)
+fn write_base(
+    generations: &Generations,
+    target: &Target,
+    path: &std::path::Path,
+    rows: SortedRows,
+    checkpoint: u64,
+) -> Result<Table, ProjectionError> {
+    let mut writer = RunWriter::create(path)?;
+    for (key, value) in &rows {
+        writer.push(key, Some(value))?;
+    }
+    drop(rows);
+    writer.finish()?;
+    generations.set_base(target.projection.name(), target.generation)?;
+    let tree = target.table.tree();
+    tree.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
+    Ok(Table::with_base(tree.clone(), Arc::new(Run::open(path)?)))
 }
 
 /// Writes a builder's rows into a fresh generation's tree, the checkpoint with the last

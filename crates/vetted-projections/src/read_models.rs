@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use vetted_store::EventStore;
 
-use crate::{checkpoint_of, Generations, Projection, ProjectionError};
+use crate::{Generations, Projection, ProjectionError, Table};
 
 /// One projection's place in the registry.
 pub(crate) struct Slot {
@@ -21,12 +21,15 @@ pub(crate) struct Slot {
     pub(crate) rebuild: Mutex<()>,
     checkpoint: watch::Sender<u64>,
     last_error: std::sync::Mutex<Option<String>>,
+    /// Why the live generation cannot be read (its base file is missing or damaged): it must
+    /// be rebuilt before it is run or served.
+    unreadable: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
 pub(crate) struct LiveTree {
     pub(crate) generation: u64,
-    pub(crate) tree: sled::Tree,
+    pub(crate) table: Table,
 }
 
 impl Slot {
@@ -39,10 +42,19 @@ impl Slot {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Makes `live` the tree queries and the runner use (after the generation table switched).
+    /// Makes `live` the rows queries and the runner use (after the generation table switched).
     pub(crate) fn set_live(&self, live: LiveTree, checkpoint: u64) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        *self.unreadable.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.checkpoint.send_replace(checkpoint);
+    }
+
+    /// Why the live generation cannot be read, if it cannot.
+    pub(crate) fn unreadable(&self) -> Option<String> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Publishes a newly committed checkpoint to `wait_for` callers.
@@ -99,8 +111,16 @@ pub struct ReadModels {
 impl ReadModels {
     /// Opens the built-in read models (applicant view, timeline, applicant list, dashboard,
     /// reviewer queue) over `db`; register side-effecting projectors with [`Self::register`].
+    /// Rebuilt rows go into `db`'s trees; [`ReadModels::open_in`] keeps them in base files.
     pub fn open(db: sled::Db) -> Result<Self, ProjectionError> {
         Self::with_projections(db, crate::applicant_view::read_models())
+    }
+
+    /// Like [`ReadModels::open`], a rebuild writing the rows its builders fold into base run
+    /// files in `runs` (one sequential file per generation, under its tree: see
+    /// `crate::table`), which is what makes a rebuild fast.
+    pub fn open_in(db: sled::Db, runs: &std::path::Path) -> Result<Self, ProjectionError> {
+        Self::with_projections_in(db, runs, crate::applicant_view::read_models())
     }
 
     /// Opens `projections` over `db`, each on its live generation.
@@ -108,8 +128,24 @@ impl ReadModels {
         db: sled::Db,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Self, ProjectionError> {
+        Self::with_generations(Generations::open(&db)?, projections)
+    }
+
+    /// Like [`ReadModels::with_projections`], with base run files in `runs`.
+    pub fn with_projections_in(
+        db: sled::Db,
+        runs: &std::path::Path,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
+        Self::with_generations(Generations::open_in(&db, runs)?, projections)
+    }
+
+    fn with_generations(
+        generations: Generations,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
         let read_models = ReadModels {
-            generations: Generations::open(&db)?,
+            generations,
             slots: RwLock::new(Vec::new()),
         };
         for projection in projections {
@@ -130,20 +166,29 @@ impl ReadModels {
             )));
         }
         let generation = self.generations.live(name)?;
-        let tree = self.generations.tree(name, generation)?;
-        let checkpoint = checkpoint_of(&tree)?;
-        if tree.is_empty() {
+        // A generation whose base file cannot be read is held with its tree alone, marked
+        // unreadable: the engine rebuilds it before running or serving it.
+        let (table, unreadable) = match self.generations.table(name, generation) {
+            Ok(table) => (table, None),
+            Err(e) => (
+                Table::plain(self.generations.tree(name, generation)?),
+                Some(e.to_string()),
+            ),
+        };
+        let checkpoint = table.checkpoint()?;
+        if unreadable.is_none() && table.is_empty()? && checkpoint == 0 {
             // Nothing written yet: it will be written with this layout.
             self.generations
                 .set_layout(name, generation, projection.layout())?;
         }
         let slot = Slot {
             projection,
-            live: RwLock::new(LiveTree { generation, tree }),
+            live: RwLock::new(LiveTree { generation, table }),
             writer: Mutex::new(()),
             rebuild: Mutex::new(()),
             checkpoint: watch::Sender::new(checkpoint),
             last_error: std::sync::Mutex::new(None),
+            unreadable: std::sync::Mutex::new(unreadable),
         };
         self.slots
             .write()
@@ -153,10 +198,20 @@ impl ReadModels {
     }
 
     /// Projections whose live rows were written with another row layout than the code's
-    /// (an upgrade changed it): rebuild them (`crate::rebuild`) before running them.
+    /// (an upgrade changed it), or whose base file cannot be read: rebuild them
+    /// (`crate::rebuild`) before running them.
     pub fn stale_layouts(&self) -> Result<Vec<&'static str>, ProjectionError> {
         let mut stale = Vec::new();
         for slot in self.slots.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(reason) = slot.unreadable() {
+                tracing::warn!(
+                    projection = slot.name(),
+                    reason,
+                    "read model cannot be read"
+                );
+                stale.push(slot.name());
+                continue;
+            }
             let live = slot.live();
             let written = self
                 .generations
@@ -184,14 +239,34 @@ impl ReadModels {
         self.slots().iter().map(|s| s.name()).collect()
     }
 
-    /// The live tree of projection `name` (its rows and checkpoint).
+    /// The live rows of projection `name` (its base, if any, and its tree).
+    pub fn live_table(&self, name: &str) -> Result<Table, ProjectionError> {
+        let slot = self.slot(name)?;
+        if let Some(reason) = slot.unreadable() {
+            return Err(ProjectionError::Other(format!(
+                "projection {name} cannot be read ({reason}); rebuild it: `vetted projections rebuild {name}`"
+            )));
+        }
+        Ok(slot.live().table)
+    }
+
+    /// The live tree of projection `name`, for projections that keep every row in it (those
+    /// without a builder, such as the registry and the webhook outbox). A generation a
+    /// builder rebuilt has most rows in its base file: read it with
+    /// [`ReadModels::live_table`], which this refuses to bypass.
     pub fn live_tree(&self, name: &str) -> Result<sled::Tree, ProjectionError> {
-        Ok(self.slot(name)?.live().tree)
+        let table = self.live_table(name)?;
+        if table.has_base() {
+            return Err(ProjectionError::Other(format!(
+                "projection {name} keeps its rows in a base file under its tree; read it with live_table"
+            )));
+        }
+        Ok(table.tree().clone())
     }
 
     /// The checkpoint of projection `name`.
     pub fn checkpoint(&self, name: &str) -> Result<u64, ProjectionError> {
-        checkpoint_of(&self.live_tree(name)?)
+        self.slot(name)?.live().table.checkpoint()
     }
 
     /// Status of every projection against the log's head.
@@ -203,7 +278,7 @@ impl ReadModels {
         let mut out = Vec::new();
         for slot in self.slots() {
             let live = slot.live();
-            let checkpoint = checkpoint_of(&live.tree)?;
+            let checkpoint = live.table.checkpoint()?;
             out.push(ProjectionStatus {
                 name: slot.name().to_string(),
                 checkpoint,

@@ -15,7 +15,9 @@ use vetted_store::EventStore;
 use crate::pass::first_pass;
 use crate::read_models::{LiveTree, Slot};
 use crate::runner::apply_events;
-use crate::{checkpoint_of, digest_tree, Digest, Projection, ProjectionError, ReadModels, Rows};
+use crate::{
+    digest_table, Digest, Generations, Projection, ProjectionError, ReadModels, Rows, Table,
+};
 
 /// Events read and applied per batch while rebuilding.
 /// Large, so a row touched by many events of a batch is decoded and written once.
@@ -94,7 +96,7 @@ pub async fn rebuild(
         generations.set_layout(slot.name(), generation, slot.projection.layout())?;
         targets.push(Target {
             projection: slot.projection.clone(),
-            tree,
+            table: Table::plain(tree),
             generation,
         });
     }
@@ -120,7 +122,7 @@ async fn build_and_switch(
     started: Instant,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
     // Catch up without blocking the live runners until one batch is short of a full one.
-    first_pass(store, targets, progress).await?;
+    let targets = &first_pass(read_models.generations(), store, targets, progress).await?;
 
     // Pause the live runners (after their current batch) for the tail and the switch.
     let mut writers = Vec::new();
@@ -132,13 +134,15 @@ async fn build_and_switch(
     let mut lives = Vec::new();
     for (slot, target) in slots.iter().zip(targets) {
         let live = slot.live();
-        target.projection.on_switch(&live.tree, &target.tree)?;
+        target
+            .projection
+            .on_switch(live.table.tree(), target.table.tree())?;
         lives.push(live);
     }
     // Hash every new generation at once (one thread each): nothing writes to them now.
     let digests = futures::future::join_all(targets.iter().map(|target| {
-        let (projection, tree) = (target.projection.clone(), target.tree.clone());
-        tokio::task::spawn_blocking(move || digest_tree(&tree, |k| projection.in_digest(k)))
+        let (projection, table) = (target.projection.clone(), target.table.clone());
+        tokio::task::spawn_blocking(move || digest_table(&table, |k| projection.in_digest(k)))
     }))
     .await;
     let mut reports = Vec::new();
@@ -151,11 +155,11 @@ async fn build_and_switch(
         let digest =
             digest.map_err(|e| ProjectionError::Other(format!("digest task failed: {e}")))??;
         generations.switch(slot.name(), target.generation)?;
-        let checkpoint = checkpoint_of(&target.tree)?;
+        let checkpoint = target.table.checkpoint()?;
         slot.set_live(
             LiveTree {
                 generation: target.generation,
-                tree: target.tree.clone(),
+                table: target.table.clone(),
             },
             checkpoint,
         );
@@ -192,25 +196,26 @@ pub async fn verify(
     let (generation, tree) = generations.fresh(name)?;
     let scratch = [Target {
         projection: slot.projection.clone(),
-        tree,
+        table: Table::plain(tree),
         generation,
     }];
-    let outcome = compare(&slot, store, &scratch).await;
+    let outcome = compare(&slot, generations, store, &scratch).await;
     generations.drop_generation(name, generation)?;
     outcome
 }
 
 async fn compare(
     slot: &Arc<Slot>,
+    generations: &Generations,
     store: &dyn EventStore,
     scratch: &[Target; 1],
 ) -> Result<VerifyReport, ProjectionError> {
     let mut no_progress = |_: RebuildProgress| {};
-    first_pass(store, scratch, &mut no_progress).await?;
+    let scratch = &first_pass(generations, store, scratch, &mut no_progress).await?;
     let _writer = slot.writer.lock().await;
     let live = slot.live();
-    let live_cp = checkpoint_of(&live.tree)?;
-    let scratch_cp = checkpoint_of(&scratch[0].tree)?;
+    let live_cp = live.table.checkpoint()?;
+    let scratch_cp = scratch[0].table.checkpoint()?;
     let checkpoint = live_cp.max(scratch_cp);
     if scratch_cp < checkpoint {
         catch_up(store, scratch, Some(checkpoint), false, &mut no_progress).await?;
@@ -219,15 +224,15 @@ async fn compare(
         // The runner is paused on the lock: do its next step for it, unmuted, as it would.
         let live_target = [Target {
             projection: slot.projection.clone(),
-            tree: live.tree.clone(),
+            table: live.table.clone(),
             generation: live.generation,
         }];
         advance(store, &live_target, Some(checkpoint), false).await?;
-        slot.committed(checkpoint_of(&live.tree)?);
+        slot.committed(live.table.checkpoint()?);
     }
     let projection = &slot.projection;
-    let live_digest = digest_tree(&live.tree, |k| projection.in_digest(k))?;
-    let rebuilt = digest_tree(&scratch[0].tree, |k| projection.in_digest(k))?;
+    let live_digest = digest_table(&live.table, |k| projection.in_digest(k))?;
+    let rebuilt = digest_table(&scratch[0].table, |k| projection.in_digest(k))?;
     Ok(VerifyReport {
         projection: slot.name().to_string(),
         generation: live.generation,
@@ -242,7 +247,7 @@ async fn compare(
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) projection: Arc<dyn Projection>,
-    pub(crate) tree: sled::Tree,
+    pub(crate) table: Table,
     pub(crate) generation: u64,
 }
 
@@ -265,7 +270,7 @@ pub(crate) async fn catch_up(
     let Some(first) = targets.first() else {
         return Ok(());
     };
-    let from = checkpoint_of(&first.tree)? + 1;
+    let from = first.table.checkpoint()? + 1;
     let workers = Workers::start(targets);
     let fed = feed(store, &workers, from, until, stop_when_short, progress).await;
     // Every worker commits what it holds before any error returns, so no commit races with
@@ -348,10 +353,10 @@ impl Workers {
         let (mut senders, mut handles) = (Vec::new(), Vec::new());
         for target in targets {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            let (projection, tree) = (target.projection.clone(), target.tree.clone());
+            let (projection, table) = (target.projection.clone(), target.table.clone());
             senders.push(tx);
             handles.push(tokio::task::spawn_blocking(move || {
-                fold_batches(projection.as_ref(), &tree, rx)
+                fold_batches(projection.as_ref(), &table, rx)
             }));
         }
         Workers { senders, handles }
@@ -377,17 +382,17 @@ impl Workers {
     }
 }
 
-/// A worker's loop: apply every batch above the tree's checkpoint, commit every
+/// A worker's loop: apply every batch above the generation's checkpoint, commit every
 /// [`FLUSH_ROWS`] rows and once more when the queue closes. After a failed event it commits
 /// nothing more: the rebuild fails and its generation is dropped.
 fn fold_batches(
     projection: &dyn Projection,
-    tree: &sled::Tree,
+    table: &Table,
     jobs: std::sync::mpsc::Receiver<Job>,
 ) -> Result<(), ProjectionError> {
-    let committed = checkpoint_of(tree)?;
+    let committed = table.checkpoint()?;
     let mut checkpoint = committed;
-    let mut rows = Rows::muted_over_empty(tree)?;
+    let mut rows = Rows::muted_over_empty(table)?;
     let mut dirty = false;
     for (events, decoded, done) in jobs {
         let mut applied = || -> Result<(), ProjectionError> {
@@ -492,10 +497,10 @@ impl Applying {
         let tasks = targets
             .iter()
             .map(|target| {
-                let (projection, tree) = (target.projection.clone(), target.tree.clone());
+                let (projection, table) = (target.projection.clone(), target.table.clone());
                 let (events, decoded) = (batch.events.clone(), batch.decoded.clone());
                 tokio::task::spawn_blocking(move || {
-                    apply_events(projection.as_ref(), &tree, &events, Some(&decoded), muted)
+                    apply_events(projection.as_ref(), &table, &events, Some(&decoded), muted)
                 })
             })
             .collect();
@@ -534,7 +539,7 @@ async fn step(
     let Some(first) = targets.first() else {
         return Ok((0, 0));
     };
-    let checkpoint = checkpoint_of(&first.tree)?;
+    let checkpoint = first.table.checkpoint()?;
     if until.is_some_and(|u| checkpoint >= u) {
         return Ok((0, checkpoint));
     }

@@ -5,7 +5,7 @@
 //! BE micros><id bytes>` → [`QueueEntry`] while the applicant has that reviewer and no decision.
 use crate::codec::{Reader, Writer};
 use crate::rows::{RowCodec, RowStore};
-use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
+use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vetted_domain::{ApplicantEvent, ApplicantId, ApplicantStatus};
@@ -193,13 +193,13 @@ impl ReadModels {
         app: &str,
         reviewer: &str,
     ) -> Result<Vec<QueueEntry>, ProjectionError> {
-        let tree = self.live_tree(REVIEWER_QUEUE)?;
+        let tree = self.live_table(REVIEWER_QUEUE)?;
         scan_entries(&tree, &reviewer_prefix(app, reviewer))
     }
 
     /// Every reviewer's queue in application `app`, by reviewer id.
     pub fn reviewer_queues(&self, app: &str) -> Result<Vec<ReviewerQueue>, ProjectionError> {
-        let tree = self.live_tree(REVIEWER_QUEUE)?;
+        let tree = self.live_table(REVIEWER_QUEUE)?;
         let mut queues: Vec<ReviewerQueue> = Vec::new();
         for entry in scan_entries(&tree, format!("q/{app}/").as_bytes())? {
             match queues.last_mut() {
@@ -214,7 +214,7 @@ impl ReadModels {
     }
 }
 
-fn scan_entries(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<QueueEntry>, ProjectionError> {
+fn scan_entries(tree: &Table, prefix: &[u8]) -> Result<Vec<QueueEntry>, ProjectionError> {
     let mut out = Vec::new();
     for row in tree.scan_prefix(prefix) {
         let (key, value) = row?;

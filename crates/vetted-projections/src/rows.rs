@@ -6,15 +6,16 @@ use std::hash::Hasher;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::codec::{Reader, Writer};
-use crate::ProjectionError;
+use crate::{ProjectionError, Table};
 
 /// Key of the checkpoint row inside a projection's tree (sorts before every row key).
 pub const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
 
-/// A projection's pending changes over its tree: reads see pending writes first, and
-/// [`Rows::commit`] writes them together with the new checkpoint in one atomic `apply_batch`.
+/// A projection's pending changes over its generation's rows: reads see pending writes first,
+/// and [`Rows::commit`] writes them together with the new checkpoint in one atomic
+/// `apply_batch` on the generation's tree.
 pub struct Rows<'a> {
-    tree: &'a sled::Tree,
+    table: std::borrow::Cow<'a, Table>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     // Decoded rows changed in this batch, encoded once at commit: a hot row (a dashboard
     // counter, an applicant's state) touched by many events of a batch is decoded once.
@@ -111,10 +112,19 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
 }
 
 impl<'a> Rows<'a> {
-    /// Starts an empty batch of changes over `tree`.
+    /// Starts an empty batch of changes over `tree` (a generation without a base).
     pub fn new(tree: &'a sled::Tree) -> Self {
+        Rows::with_table(std::borrow::Cow::Owned(Table::plain(tree.clone())))
+    }
+
+    /// Starts an empty batch of changes over a generation's rows.
+    pub fn over(table: &'a Table) -> Self {
+        Rows::with_table(std::borrow::Cow::Borrowed(table))
+    }
+
+    fn with_table(table: std::borrow::Cow<'a, Table>) -> Self {
         Rows {
-            tree,
+            table,
             pending: BTreeMap::new(),
             typed: HashMap::new(),
             muted: false,
@@ -122,13 +132,15 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// Like [`Rows::muted`] over a tree with no rows yet (a fresh rebuild generation), checked
-    /// here: rows not written in this batch are known to be absent without asking sled.
-    pub(crate) fn muted_over_empty(tree: &'a sled::Tree) -> Result<Self, ProjectionError> {
-        let written = tree.is_empty().then(HashSet::new);
+    /// Like [`Rows::muted`] over a generation with no rows yet (a fresh rebuild generation),
+    /// checked here: rows not written in this batch are known to be absent without asking
+    /// sled.
+    pub(crate) fn muted_over_empty(table: &'a Table) -> Result<Self, ProjectionError> {
+        let written = table.is_empty()?.then(HashSet::new);
         Ok(Rows {
             written,
-            ..Rows::muted(tree)
+            muted: true,
+            ..Rows::over(table)
         })
     }
 
@@ -137,6 +149,14 @@ impl<'a> Rows<'a> {
         Rows {
             muted: true,
             ..Rows::new(tree)
+        }
+    }
+
+    /// Like [`Rows::muted`] over a generation's rows.
+    pub(crate) fn muted_over(table: &'a Table) -> Self {
+        Rows {
+            muted: true,
+            ..Rows::over(table)
         }
     }
 
@@ -212,7 +232,7 @@ impl<'a> Rows<'a> {
         if !self.may_hold(key) {
             return Ok(None);
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.table.get(key)?.map(|v| v.to_vec()))
     }
 
     /// The current value of `key` decoded from JSON.
@@ -298,7 +318,6 @@ impl<'a> Rows<'a> {
     /// Like [`Rows::commit`], then goes on as an empty batch over the same tree (a rebuild
     /// worker's periodic flush: it keeps knowing which keys the tree holds).
     pub(crate) fn flush(&mut self, checkpoint: u64) -> Result<(), ProjectionError> {
-        let mut batch = sled::Batch::default();
         let mut pending = std::mem::take(&mut self.pending);
         for (k, row) in std::mem::take(&mut self.typed) {
             match row.encode()? {
@@ -308,21 +327,20 @@ impl<'a> Rows<'a> {
                 }
             }
         }
+        let mut changes = Vec::with_capacity(pending.len());
         for (k, v) in pending {
             match v {
                 Some(v) => {
                     if let Some(written) = &mut self.written {
                         written.insert(key_hash(&k));
                     }
-                    batch.insert(k, v)
+                    changes.push((k, Some(v)));
                 }
                 None if !self.may_hold(&k) => {}
-                None => batch.remove(k),
+                None => changes.push((k, None)),
             }
         }
-        batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        Ok(())
+        self.table.commit(changes, checkpoint)
     }
 }
 
@@ -437,7 +455,8 @@ mod tests {
     fn a_rebuild_batch_reads_back_what_it_flushed_and_knows_other_keys_are_absent() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("t").unwrap();
-        let mut rows = Rows::muted_over_empty(&tree).unwrap();
+        let table = Table::plain(tree.clone());
+        let mut rows = Rows::muted_over_empty(&table).unwrap();
         rows.put(b"a".to_vec(), b"1".to_vec());
         rows.update_json::<u64, _>(b"n", |n| *n = Some(5)).unwrap();
         rows.flush(10).unwrap();

@@ -11,7 +11,7 @@ use vetted_domain::ApplicantEvent;
 use vetted_store::{EventStore, RecordedEvent, StoreError};
 
 use crate::read_models::Slot;
-use crate::{checkpoint_of, Projection, ProjectionError, ReadModels, Rows};
+use crate::{Projection, ProjectionError, ReadModels, Rows, Table};
 
 /// Most events applied in one atomic commit by the live runner.
 pub const BATCH: usize = 1000;
@@ -19,19 +19,19 @@ pub const BATCH: usize = 1000;
 /// Longest pause between retries after a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Applies the events of `events` above the tree's checkpoint and commits them with the new
+/// Applies the events of `events` above the generation's checkpoint and commits them with the new
 /// checkpoint in one atomic write. Returns the new checkpoint (`None`: nothing to apply).
 ///
 /// If an event fails, the events before it are committed on their own, so the checkpoint
 /// stops right before the event that failed, and the error is returned.
 pub(crate) fn apply_events(
     projection: &dyn Projection,
-    tree: &sled::Tree,
+    table: &Table,
     events: &[RecordedEvent],
     decoded: Option<&[Option<ApplicantEvent>]>,
     muted: bool,
 ) -> Result<Option<u64>, ProjectionError> {
-    let checkpoint = checkpoint_of(tree)?;
+    let checkpoint = table.checkpoint()?;
     let fresh: Vec<(&RecordedEvent, Option<&ApplicantEvent>)> = events
         .iter()
         .enumerate()
@@ -40,9 +40,9 @@ pub(crate) fn apply_events(
         .collect();
     let rows = || {
         if muted {
-            Rows::muted(tree)
+            Rows::muted_over(table)
         } else {
-            Rows::new(tree)
+            Rows::over(table)
         }
     };
     let mut batch = rows();
@@ -129,7 +129,7 @@ async fn follow(slot: Arc<Slot>, store: Arc<dyn EventStore>, mut stop: watch::Re
         if *stop.borrow() {
             return;
         }
-        let from = match checkpoint_of(&slot.live().tree) {
+        let from = match slot.live().table.checkpoint() {
             Ok(cp) => cp + 1,
             Err(e) => {
                 if pause_after(&slot, &e.to_string(), &mut backoff, &mut stop).await {
@@ -180,20 +180,20 @@ async fn follow(slot: Arc<Slot>, store: Arc<dyn EventStore>, mut stop: watch::Re
     }
 }
 
-/// Applies `events` as the only writer of the projection's live tree.
+/// Applies `events` as the only writer of the projection's live generation.
 async fn apply_locked(slot: &Arc<Slot>, events: Vec<RecordedEvent>) -> Result<(), ProjectionError> {
     let _writer = slot.writer.lock().await;
     let live = slot.live();
     let projection = slot.projection.clone();
-    let tree = live.tree.clone();
+    let table = live.table.clone();
     // sled calls block: keep them off the async worker threads.
     let outcome = tokio::task::spawn_blocking(move || {
-        apply_events(projection.as_ref(), &tree, &events, None, false)
+        apply_events(projection.as_ref(), &table, &events, None, false)
     })
     .await
     .map_err(|e| ProjectionError::Other(format!("projection task failed: {e}")))?;
     // Even a failed batch may have committed the events before the bad one.
-    slot.committed(checkpoint_of(&live.tree)?);
+    slot.committed(live.table.checkpoint()?);
     outcome.map(|_| ())
 }
 

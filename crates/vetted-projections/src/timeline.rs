@@ -346,7 +346,7 @@ fn decode_row(
 impl ReadModels {
     /// The live timeline of applicant `id` of application `app` (empty if unknown to that app).
     pub fn timeline(&self, app: &str, id: &ApplicantId) -> Result<Timeline, ProjectionError> {
-        let tree = self.live_tree(TIMELINE)?;
+        let tree = self.live_table(TIMELINE)?;
         let mut items = Vec::new();
         for row in tree.scan_prefix(prefix(app, &id.to_string())) {
             let (key, value) = row?;

@@ -103,7 +103,12 @@ impl Engine {
                 )
             }
         };
-        let read_models = Arc::new(ReadModels::with_projections(db.clone(), projections())?);
+        // Rebuilt read models keep their rows in base files here (see vetted-projections' table).
+        let read_models = Arc::new(ReadModels::with_projections_in(
+            db.clone(),
+            &config.data_dir.join("read-models"),
+            projections(),
+        )?);
         let registry = Registry::new(read_models.clone());
         let outbox = vetted_webhooks::Outbox::open(
             &db,

@@ -144,16 +144,14 @@ async fn two_vetted_nodes_on_one_jetstream_cluster_converge_to_identical_read_mo
             .unwrap();
     }
     for name in a.engine.read_models.names() {
-        let da =
-            vetted_projections::digest_tree(&a.engine.read_models.live_tree(name).unwrap(), |_| {
-                true
-            })
-            .unwrap();
-        let db =
-            vetted_projections::digest_tree(&b.engine.read_models.live_tree(name).unwrap(), |_| {
-                true
-            })
-            .unwrap();
+        let digest = |node: &TestServer| {
+            vetted_projections::digest_table(
+                &node.engine.read_models.live_table(name).unwrap(),
+                |_| true,
+            )
+            .unwrap()
+        };
+        let (da, db) = (digest(&a), digest(&b));
         assert_eq!(da, db, "projection {name} differs between the nodes");
     }
     let (_, va) = a.get(&key, &format!("/v1/applicants/{shared}")).await;
