@@ -114,7 +114,8 @@ fn bench_rebuild(c: &mut Criterion) {
     // One timed run: at 1M events a criterion sample set (11 rebuilds) would occupy the
     // shared 2-core machine for many minutes. Criterion times a smaller log below.
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let read_models = ReadModels::open(db).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let read_models = ReadModels::open_in(db, runs.path()).unwrap();
     let only = std::env::var("VETTED_BENCH_ONLY").ok();
     let names: Vec<&str> = read_models
         .names()
@@ -168,7 +169,8 @@ fn bench_rebuild(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
                 let db = sled::Config::new().temporary(true).open().unwrap();
-                let read_models = ReadModels::open(db).unwrap();
+                let runs = tempfile::tempdir().unwrap();
+                let read_models = ReadModels::open_in(db, runs.path()).unwrap();
                 let names = read_models.names();
                 let started = Instant::now();
                 runtime

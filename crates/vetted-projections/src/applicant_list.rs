@@ -139,8 +139,11 @@ fn external_prefix(app: &str, external_user_id: &str) -> Vec<u8> {
     format!("x/{app}/{external_user_id}\0").into_bytes()
 }
 
+/// Prefix of an applicant's entry row: `i/<id>`.
+const ENTRY_PREFIX: &str = "i/";
+
 fn entry_key(id: &str) -> String {
-    format!("i/{id}")
+    format!("{ENTRY_PREFIX}{id}")
 }
 
 fn with_suffix(mut prefix: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
@@ -194,14 +197,14 @@ impl ApplicantProjection for ApplicantListProjection {
                 with_suffix(external_prefix(app, &entry.external_user_id), &suffix),
                 Vec::new(),
             );
-            rows.update_applicant_row::<ApplicantListEntry, _>(id, entry_key, |row| {
+            rows.update_applicant_row::<ApplicantListEntry, _>(ENTRY_PREFIX, id, |row| {
                 *row = Some(entry)
             })?;
             return Ok(());
         }
         // A status change moves the entry from one status index to the other: (from, to).
         let mut moved: Option<(Vec<u8>, Vec<u8>)> = None;
-        rows.update_applicant_row::<ApplicantListEntry, _>(id, entry_key, |row| {
+        rows.update_applicant_row::<ApplicantListEntry, _>(ENTRY_PREFIX, id, |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let Some(entry) = row.as_mut() else { return };
             entry.updated_at = fact.recorded_at;

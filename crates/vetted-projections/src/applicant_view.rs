@@ -194,8 +194,11 @@ impl ApplicantView {
 }
 
 /// Key of an applicant's row.
+/// Prefix of an applicant's row: `view/<id>`.
+const VIEW_PREFIX: &str = "view/";
+
 fn view_key(id: &str) -> String {
-    format!("view/{id}")
+    format!("{VIEW_PREFIX}{id}")
 }
 
 /// The event's domain form: the one the caller decoded once for the batch, or decoded now.
@@ -308,7 +311,7 @@ impl ApplicantProjection for ApplicantViewProjection {
         let id = fact.applicant_id;
         // A row read back from the tree comes without its flow (`evolve` needs it): such a
         // row is left as it is and its flow loaded first.
-        let missing = rows.update_applicant_row::<ViewRow, _>(id, view_key, |row| {
+        let missing = rows.update_applicant_row::<ViewRow, _>(VIEW_PREFIX, id, |row| {
             let row = row.get_or_insert_with(ViewRow::default);
             match (&row.fold.applicant.flow, &row.flow_key) {
                 (None, Some(flow_key)) => Some((flow_key.clone(), pinned.clone())),
@@ -323,7 +326,7 @@ impl ApplicantProjection for ApplicantViewProjection {
         };
         let key = view_key(id);
         let flow: Flow = flow_row(&key, &flow_key, rows.get(flow_key.as_bytes())?)?;
-        rows.update_applicant_row::<ViewRow, _>(id, view_key, |row| {
+        rows.update_applicant_row::<ViewRow, _>(VIEW_PREFIX, id, |row| {
             let row = row.get_or_insert_with(ViewRow::default);
             row.fold.applicant.flow = Some(flow);
             apply(row, pinned);

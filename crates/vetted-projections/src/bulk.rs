@@ -1,6 +1,6 @@
 //! A rebuild's fold kept in memory: every row a read model holds lives in hash maps, decoded,
-//! until the whole log is folded; then each row is encoded once and the rows are handed over
-//! in key order, to be written once into the new generation.
+//! until the whole log is folded; then each row is encoded once and handed over in key order,
+//! to be written once into the new generation.
 //!
 //! The fold is the read model's own (`ApplicantProjection::apply_applicant`, the one the live
 //! runner runs over [`crate::Rows`]): [`BulkRows`] only stores differently. The live
@@ -17,16 +17,19 @@ use crate::{ApplicantFact, ApplicantProjection, ProjectionError};
 /// Bytes reserved for a row first written by an append.
 const APPENDED_ROW_CAPACITY: usize = 512;
 
-/// Rows as a rebuild writes them: (key, value), ascending by key.
-pub type SortedRows = Vec<(Vec<u8>, Vec<u8>)>;
+/// Where a builder's rows go, in ascending key order, each key once.
+pub trait RowSink {
+    /// Takes the next row.
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError>;
+}
 
 /// A rebuild's in-memory fold of one read model.
 pub trait Builder: Send {
     /// Folds one applicant event (in global order).
     fn apply(&mut self, fact: &ApplicantFact<'_>) -> Result<(), ProjectionError>;
 
-    /// Every row of the read model, ascending by key, each key once (no checkpoint row).
-    fn finish(self: Box<Self>) -> Result<SortedRows, ProjectionError>;
+    /// Hands every row of the read model to `sink`, ascending by key (no checkpoint row).
+    fn finish(self: Box<Self>, sink: &mut dyn RowSink) -> Result<(), ProjectionError>;
 }
 
 /// The [`Builder`] of an applicant read model: its own fold over [`BulkRows`].
@@ -49,29 +52,173 @@ impl<P: ApplicantProjection> Builder for BulkBuilder<P> {
         self.projection.apply_applicant(&mut self.rows, fact)
     }
 
-    fn finish(self: Box<Self>) -> Result<SortedRows, ProjectionError> {
-        self.rows.into_sorted()
+    fn finish(self: Box<Self>, sink: &mut dyn RowSink) -> Result<(), ProjectionError> {
+        self.rows.write_sorted(sink)
     }
 }
 
-/// Rows held in memory. Every key lives in one place: a map of decoded rows of one type, or
-/// the map of raw values. Absent rows are known to be absent: a rebuild starts from nothing.
+/// Rows held in memory. Every key lives in one place: a map of decoded rows of one type, a
+/// map of one type's per-applicant rows, or the map of raw values. Absent rows are known to
+/// be absent: a rebuild starts from nothing.
 #[derive(Default)]
 pub(crate) struct BulkRows {
-    /// One map per row type, found by its `TypeId` (a read model has two or three types).
+    /// One map per row type reached by key, found by its `TypeId` (a read model has one or
+    /// two).
     typed: Vec<(TypeId, Box<dyn TypedMap>)>,
-    /// Rows written as bytes (`None`: removed).
-    raw: FxHashMap<Box<[u8]>, Option<Vec<u8>>>,
     /// Per-applicant rows, one map per row type, keyed by applicant id: no key is spelled
     /// out (or hashed in full) until the end.
     by_applicant: Vec<(TypeId, Box<dyn TypedMap>)>,
+    /// Rows written as bytes (`None`: removed).
+    raw: FxHashMap<Box<[u8]>, Option<Vec<u8>>>,
 }
 
-/// The decoded per-applicant rows of one type.
+/// Encodes a row into a buffer.
+type EncodeInto<T> = fn(&T, &mut Vec<u8>) -> Result<(), ProjectionError>;
+
+/// The decoded rows of one type, by key.
+struct Map<T> {
+    rows: FxHashMap<Box<[u8]>, Option<T>>,
+    encode: EncodeInto<T>,
+}
+
+/// The decoded rows of one type, by applicant: row `prefix` + id.
 struct ByApplicant<T> {
     rows: FxHashMap<Box<str>, Option<T>>,
-    key_of: fn(&str) -> String,
-    encode: fn(&T) -> Result<Vec<u8>, ProjectionError>,
+    prefix: &'static str,
+    encode: EncodeInto<T>,
+}
+
+/// A map of rows whatever their type.
+trait TypedMap: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Whether this map holds `key`'s row (never, for rows by applicant).
+    fn contains(&self, key: &[u8]) -> bool;
+    /// The encoding of `key`'s row if this map holds it (`Some(None)`: removed).
+    fn encoded(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>, ProjectionError>>;
+    /// Drops `key`'s row; whether it was here.
+    fn forget(&mut self, key: &[u8]) -> bool;
+    /// The present rows in key order.
+    fn sorted(&self) -> Box<dyn RowCursor + '_>;
+}
+
+/// A walk over rows in key order.
+trait RowCursor {
+    /// The current row's key (`None`: no row left).
+    fn key(&self) -> Option<&[u8]>;
+    /// Appends the current row's value to `out`.
+    fn value(&self, out: &mut Vec<u8>) -> Result<(), ProjectionError>;
+    /// Moves to the next row.
+    fn advance(&mut self);
+}
+
+/// Rows sorted by key, each with what encodes it.
+struct SortedRows<'a, V: ?Sized> {
+    rows: Vec<(&'a [u8], &'a V)>,
+    at: usize,
+    encode: fn(&V, &mut Vec<u8>) -> Result<(), ProjectionError>,
+}
+
+impl<'a, V: ?Sized> SortedRows<'a, V> {
+    fn new(
+        mut rows: Vec<(&'a [u8], &'a V)>,
+        encode: fn(&V, &mut Vec<u8>) -> Result<(), ProjectionError>,
+    ) -> Self {
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        SortedRows {
+            rows,
+            at: 0,
+            encode,
+        }
+    }
+}
+
+impl<V: ?Sized> RowCursor for SortedRows<'_, V> {
+    fn key(&self) -> Option<&[u8]> {
+        self.rows.get(self.at).map(|(k, _)| *k)
+    }
+
+    fn value(&self, out: &mut Vec<u8>) -> Result<(), ProjectionError> {
+        match self.rows.get(self.at) {
+            Some((_, v)) => (self.encode)(v, out),
+            None => Ok(()),
+        }
+    }
+
+    fn advance(&mut self) {
+        self.at += 1;
+    }
+}
+
+/// Per-applicant rows sorted by id, which sorts their keys (one prefix for all).
+struct SortedByApplicant<'a, T> {
+    rows: Vec<(&'a str, &'a T)>,
+    at: usize,
+    prefix: &'static str,
+    key: Vec<u8>,
+    encode: EncodeInto<T>,
+}
+
+impl<T> SortedByApplicant<'_, T> {
+    fn spell_key(&mut self) {
+        self.key.clear();
+        if let Some((id, _)) = self.rows.get(self.at) {
+            self.key.extend_from_slice(self.prefix.as_bytes());
+            self.key.extend_from_slice(id.as_bytes());
+        }
+    }
+}
+
+impl<T> RowCursor for SortedByApplicant<'_, T> {
+    fn key(&self) -> Option<&[u8]> {
+        (self.at < self.rows.len()).then_some(self.key.as_slice())
+    }
+
+    fn value(&self, out: &mut Vec<u8>) -> Result<(), ProjectionError> {
+        match self.rows.get(self.at) {
+            Some((_, row)) => (self.encode)(row, out),
+            None => Ok(()),
+        }
+    }
+
+    fn advance(&mut self) {
+        self.at += 1;
+        self.spell_key();
+    }
+}
+
+impl<T: Send + 'static> TypedMap for Map<T> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.rows.contains_key(key)
+    }
+
+    fn encoded(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>, ProjectionError>> {
+        let row = self.rows.get(key)?;
+        Some(
+            row.as_ref()
+                .map(|row| {
+                    let mut out = Vec::new();
+                    (self.encode)(row, &mut out).map(|()| out)
+                })
+                .transpose(),
+        )
+    }
+
+    fn forget(&mut self, key: &[u8]) -> bool {
+        self.rows.remove(key).is_some()
+    }
+
+    fn sorted(&self) -> Box<dyn RowCursor + '_> {
+        let rows = self
+            .rows
+            .iter()
+            .filter_map(|(k, v)| Some((&k[..], v.as_ref()?)))
+            .collect();
+        Box::new(SortedRows::new(rows, self.encode))
+    }
 }
 
 impl<T: Send + 'static> TypedMap for ByApplicant<T> {
@@ -92,79 +239,135 @@ impl<T: Send + 'static> TypedMap for ByApplicant<T> {
         false
     }
 
-    fn drain_into(&mut self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ProjectionError> {
-        out.reserve(self.rows.len());
-        for (id, row) in self.rows.drain() {
-            if let Some(row) = row {
-                out.push(((self.key_of)(&id).into_bytes(), (self.encode)(&row)?));
-            }
-        }
-        Ok(())
+    fn sorted(&self) -> Box<dyn RowCursor + '_> {
+        let mut rows: Vec<(&str, &T)> = self
+            .rows
+            .iter()
+            .filter_map(|(id, row)| Some((&id[..], row.as_ref()?)))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut cursor = SortedByApplicant {
+            rows,
+            at: 0,
+            prefix: self.prefix,
+            key: Vec::new(),
+            encode: self.encode,
+        };
+        cursor.spell_key();
+        Box::new(cursor)
     }
 }
 
-/// The decoded rows of one type.
-struct Map<T> {
-    rows: FxHashMap<Box<[u8]>, Option<T>>,
-    encode: fn(&T) -> Result<Vec<u8>, ProjectionError>,
+/// Appends raw bytes (a raw row's value).
+fn copy_raw(value: &[u8], out: &mut Vec<u8>) -> Result<(), ProjectionError> {
+    out.extend_from_slice(value);
+    Ok(())
 }
 
-/// A [`Map`] whatever its row type.
-trait TypedMap: Send {
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn contains(&self, key: &[u8]) -> bool;
-    /// The encoding of `key`'s row if this map holds it (`Some(None)`: removed).
-    fn encoded(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>, ProjectionError>>;
-    /// Drops `key`'s row; whether it was here.
-    fn forget(&mut self, key: &[u8]) -> bool;
-    /// Moves every present row, encoded, into `out`.
-    fn drain_into(&mut self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ProjectionError>;
+/// Appends a compact row's encoding.
+fn encode_row_into<T: RowCodec>(row: &T, out: &mut Vec<u8>) -> Result<(), ProjectionError> {
+    row.encode_into(out);
+    Ok(())
 }
 
-impl<T: Send + 'static> TypedMap for Map<T> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn contains(&self, key: &[u8]) -> bool {
-        self.rows.contains_key(key)
-    }
-
-    fn encoded(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>, ProjectionError>> {
-        let row = self.rows.get(key)?;
-        Some(row.as_ref().map(self.encode).transpose())
-    }
-
-    fn forget(&mut self, key: &[u8]) -> bool {
-        self.rows.remove(key).is_some()
-    }
-
-    fn drain_into(&mut self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ProjectionError> {
-        out.reserve(self.rows.len());
-        for (key, row) in self.rows.drain() {
-            if let Some(row) = row {
-                out.push((key.into_vec(), (self.encode)(&row)?));
-            }
-        }
-        Ok(())
-    }
+/// Appends a JSON row's encoding.
+fn encode_json_into<T: Serialize>(row: &T, out: &mut Vec<u8>) -> Result<(), ProjectionError> {
+    out.extend_from_slice(&encode_json(row)?);
+    Ok(())
 }
 
 impl BulkRows {
-    /// Every present row, encoded, ascending by key.
-    pub(crate) fn into_sorted(mut self) -> Result<SortedRows, ProjectionError> {
-        let mut out = Vec::new();
-        for (_, map) in self.typed.iter_mut().chain(&mut self.by_applicant) {
-            map.drain_into(&mut out)?;
+    /// Hands every present row to `sink`, encoded, ascending by key: a merge of each map's
+    /// rows sorted on their own (a handful of maps).
+    pub(crate) fn write_sorted(&self, sink: &mut dyn RowSink) -> Result<(), ProjectionError> {
+        let raw: Vec<(&[u8], &[u8])> = self
+            .raw
+            .iter()
+            .filter_map(|(k, v)| Some((&k[..], v.as_deref()?)))
+            .collect();
+        let mut cursors: Vec<Box<dyn RowCursor + '_>> =
+            vec![Box::new(SortedRows::new(raw, copy_raw))];
+        for (_, map) in self.typed.iter().chain(&self.by_applicant) {
+            cursors.push(map.sorted());
         }
-        out.reserve(self.raw.len());
-        out.extend(
-            self.raw
-                .into_iter()
-                .filter_map(|(key, value)| Some((key.into_vec(), value?))),
-        );
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        let mut value = Vec::with_capacity(4096);
+        loop {
+            let mut next: Option<usize> = None;
+            for (i, cursor) in cursors.iter().enumerate() {
+                let Some(key) = cursor.key() else { continue };
+                match next.and_then(|n| cursors[n].key()) {
+                    Some(best) if best < key => {}
+                    Some(best) if best == key => {
+                        return Err(ProjectionError::Other(format!(
+                            "row {} is held twice by a rebuild",
+                            String::from_utf8_lossy(key)
+                        )))
+                    }
+                    _ => next = Some(i),
+                }
+            }
+            let Some(i) = next else { return Ok(()) };
+            value.clear();
+            cursors[i].value(&mut value)?;
+            if let Some(key) = cursors[i].key() {
+                sink.push(key, &value)?;
+            }
+            cursors[i].advance();
+        }
+    }
+
+    fn update_with<T: Send + 'static, R>(
+        &mut self,
+        key: &[u8],
+        decode: fn(&[u8], &[u8]) -> Result<T, ProjectionError>,
+        encode: EncodeInto<T>,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R, ProjectionError> {
+        let wanted = TypeId::of::<T>();
+        let index = match self.typed.iter().position(|(t, _)| *t == wanted) {
+            Some(i) => i,
+            None => {
+                self.one_way(wanted, false)?;
+                let map = Map::<T> {
+                    rows: FxHashMap::default(),
+                    encode,
+                };
+                self.typed.push((wanted, Box::new(map)));
+                self.typed.len() - 1
+            }
+        };
+        if !map_of::<Map<T>>(&mut self.typed[index].1)?
+            .rows
+            .contains_key(key)
+        {
+            // First touch: the row may have been written as bytes, never as another type.
+            if self
+                .typed
+                .iter()
+                .any(|(t, map)| *t != wanted && map.contains(key))
+            {
+                return Err(ProjectionError::Decode {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "row updated as two different types".into(),
+                });
+            }
+            let value = match self.raw.remove(key) {
+                Some(Some(bytes)) => Some(decode(key, &bytes)?),
+                Some(None) | None => None,
+            };
+            map_of::<Map<T>>(&mut self.typed[index].1)?
+                .rows
+                .insert(key.into(), value);
+        }
+        let map = map_of::<Map<T>>(&mut self.typed[index].1)?;
+        let row = map
+            .rows
+            .get_mut(key)
+            .ok_or_else(|| ProjectionError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "row vanished while being updated".into(),
+            })?;
+        Ok(f(row))
     }
 
     /// Refuses a row type reached both by key and by applicant.
@@ -182,63 +385,6 @@ impl BulkRows {
         Ok(())
     }
 
-    fn update_with<T: Send + 'static, R>(
-        &mut self,
-        key: &[u8],
-        decode: fn(&[u8], &[u8]) -> Result<T, ProjectionError>,
-        encode: fn(&T) -> Result<Vec<u8>, ProjectionError>,
-        f: impl FnOnce(&mut Option<T>) -> R,
-    ) -> Result<R, ProjectionError> {
-        let wanted = TypeId::of::<T>();
-        let index = match self.typed.iter().position(|(t, _)| *t == wanted) {
-            Some(i) => i,
-            None => {
-                self.one_way(wanted, false)?;
-                let map = Map::<T> {
-                    rows: FxHashMap::default(),
-                    encode,
-                };
-                self.typed.push((wanted, Box::new(map)));
-                self.typed.len() - 1
-            }
-        };
-        if !self.map_of::<T>(index)?.rows.contains_key(key) {
-            // First touch: the row may have been written as bytes, never as another type.
-            if self
-                .typed
-                .iter()
-                .any(|(t, map)| *t != wanted && map.contains(key))
-            {
-                return Err(ProjectionError::Decode {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    reason: "row updated as two different types".into(),
-                });
-            }
-            let value = match self.raw.remove(key) {
-                Some(Some(bytes)) => Some(decode(key, &bytes)?),
-                Some(None) | None => None,
-            };
-            self.map_of::<T>(index)?.rows.insert(key.into(), value);
-        }
-        let map = self.map_of::<T>(index)?;
-        let row = map
-            .rows
-            .get_mut(key)
-            .ok_or_else(|| ProjectionError::Decode {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: "row vanished while being updated".into(),
-            })?;
-        Ok(f(row))
-    }
-
-    fn map_of<T: Send + 'static>(&mut self, index: usize) -> Result<&mut Map<T>, ProjectionError> {
-        self.typed[index]
-            .1
-            .as_any_mut()
-            .downcast_mut::<Map<T>>()
-            .ok_or_else(|| ProjectionError::Other("a row map holds another type".into()))
-    }
-
     fn forget_typed(&mut self, key: &[u8]) {
         for (_, map) in &mut self.typed {
             if map.forget(key) {
@@ -246,6 +392,13 @@ impl BulkRows {
             }
         }
     }
+}
+
+/// The concrete map behind a type-erased one.
+fn map_of<M: 'static>(map: &mut Box<dyn TypedMap>) -> Result<&mut M, ProjectionError> {
+    map.as_any_mut()
+        .downcast_mut::<M>()
+        .ok_or_else(|| ProjectionError::Other("a row map holds another type".into()))
 }
 
 impl RowStore for BulkRows {
@@ -270,8 +423,8 @@ impl RowStore for BulkRows {
 
     fn update_applicant_row<T: RowCodec, R>(
         &mut self,
+        prefix: &'static str,
         applicant_id: &str,
-        key_of: fn(&str) -> String,
         f: impl FnOnce(&mut Option<T>) -> R,
     ) -> Result<R, ProjectionError> {
         let wanted = TypeId::of::<T>();
@@ -281,18 +434,20 @@ impl RowStore for BulkRows {
                 self.one_way(wanted, true)?;
                 let map = ByApplicant::<T> {
                     rows: FxHashMap::default(),
-                    key_of,
-                    encode: |row: &T| Ok(row.encode_row()),
+                    prefix,
+                    encode: encode_row_into::<T>,
                 };
                 self.by_applicant.push((wanted, Box::new(map)));
                 self.by_applicant.len() - 1
             }
         };
-        let map = self.by_applicant[index]
-            .1
-            .as_any_mut()
-            .downcast_mut::<ByApplicant<T>>()
-            .ok_or_else(|| ProjectionError::Other("a row map holds another type".into()))?;
+        let map = map_of::<ByApplicant<T>>(&mut self.by_applicant[index].1)?;
+        if map.prefix != prefix {
+            return Err(ProjectionError::Other(format!(
+                "one row type under two prefixes ({} and {prefix})",
+                map.prefix
+            )));
+        }
         if let Some(row) = map.rows.get_mut(applicant_id) {
             return Ok(f(row));
         }
@@ -311,7 +466,7 @@ impl RowStore for BulkRows {
     where
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.update_with(key, decode_json::<T>, encode_json::<T>, f)
+        self.update_with(key, decode_json::<T>, encode_json_into::<T>, f)
     }
 
     fn append_with(
@@ -329,6 +484,13 @@ impl RowStore for BulkRows {
         };
         f(&mut value)?;
         self.put(key.to_vec(), value);
+        Ok(())
+    }
+}
+
+impl RowSink for Vec<(Vec<u8>, Vec<u8>)> {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        Vec::push(self, (key.to_vec(), value.to_vec()));
         Ok(())
     }
 }
@@ -365,21 +527,31 @@ mod tests {
         assert_eq!(rows.get(b"r").unwrap(), None);
         // One key, two types: refused as `Rows` refuses it.
         assert!(rows.update_json::<String, _>(b"n", |_| ()).is_err());
-        // Rows by applicant come out under their keys.
-        let key_of = |id: &str| format!("z/{id}");
-        rows.update_applicant_row::<Counter, _>("p", key_of, |c| *c = Some(Counter(1)))
+        // Rows by applicant come out under their keys, merged in key order with the rest.
+        rows.update_applicant_row::<Counter, _>("c/", "p", |c| *c = Some(Counter(1)))
             .unwrap();
-        rows.update_applicant_row::<Counter, _>("p", key_of, |c| c.as_mut().unwrap().0 += 1)
+        rows.update_applicant_row::<Counter, _>("c/", "p", |c| {
+            if let Some(c) = c {
+                c.0 += 1
+            }
+        })
+        .unwrap();
+        rows.update_applicant_row::<Counter, _>("c/", "a", |c| *c = Some(Counter(9)))
             .unwrap();
-        rows.update_applicant_row::<Counter, _>("q", key_of, |c| *c = None)
+        rows.update_applicant_row::<Counter, _>("c/", "q", |c| *c = None)
             .unwrap();
-        let sorted = rows.into_sorted().unwrap();
+        assert!(rows
+            .update_applicant_row::<Counter, _>("d/", "q", |_| ())
+            .is_err());
+        let mut sorted = Vec::new();
+        rows.write_sorted(&mut sorted).unwrap();
         let expected: Vec<(Vec<u8>, Vec<u8>)> = [
             (&b"a"[..], &b"xy"[..]),
             (b"b", b"2"),
+            (b"c/a", &[200, 9]),
+            (b"c/p", &[200, 2]),
             (b"m", b"42"),
             (b"n", b"6"),
-            (b"z/p", &[200, 2]),
         ]
         .iter()
         .map(|(k, v)| (k.to_vec(), v.to_vec()))

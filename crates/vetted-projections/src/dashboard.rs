@@ -128,10 +128,8 @@ fn day_of(t: DateTime<Utc>) -> String {
     }
 }
 
-/// Key of an applicant's tracked row.
-fn tracked_key(id: &str) -> String {
-    format!("ap/{id}")
-}
+/// Prefix of an applicant's tracked row: `ap/<id>`.
+const TRACKED_PREFIX: &str = "ap/";
 
 fn day_key(app: &str, day: &str) -> String {
     format!("d/{app}/{day}")
@@ -186,8 +184,9 @@ impl ApplicantProjection for DashboardProjection {
                 d.created += 1;
                 count(&mut d.cohort_status, tracked.status.as_str(), |n| *n += 1);
             })?;
-            return rows
-                .update_applicant_row::<Tracked, _>(id, tracked_key, |row| *row = Some(tracked));
+            return rows.update_applicant_row::<Tracked, _>(TRACKED_PREFIX, id, |row| {
+                *row = Some(tracked)
+            });
         }
 
         // Cohort changes are computed on the tracked row, then applied to the day rows.
@@ -206,7 +205,7 @@ impl ApplicantProjection for DashboardProjection {
                 day: String,
             },
         }
-        let known = rows.update_applicant_row::<Tracked, _>(id, tracked_key, |row| {
+        let known = rows.update_applicant_row::<Tracked, _>(TRACKED_PREFIX, id, |row| {
             // Events of an applicant whose creation this projection never saw change nothing.
             let t = row.as_mut()?;
             let was_in_review = t.in_review();

@@ -32,21 +32,38 @@ pub fn digest_table(
     table: &Table,
     include: impl Fn(&[u8]) -> bool,
 ) -> Result<Digest, ProjectionError> {
-    let mut hasher = Sha256::new();
-    let mut rows = 0u64;
+    let mut hasher = Hasher::default();
     for item in table.iter() {
         let (key, value) = item?;
-        if !include(&key) {
-            continue;
+        if include(&key) {
+            hasher.row(&key, &value);
         }
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(&key);
-        hasher.update((value.len() as u64).to_be_bytes());
-        hasher.update(&value);
-        rows += 1;
     }
-    Ok(Digest {
-        sha256: hex::encode(hasher.finalize()),
-        rows,
-    })
+    Ok(hasher.finish())
+}
+
+/// Rows hashed one at a time, in key order.
+#[derive(Default)]
+pub(crate) struct Hasher {
+    sha256: Sha256,
+    rows: u64,
+}
+
+impl Hasher {
+    /// Adds one row.
+    pub(crate) fn row(&mut self, key: &[u8], value: &[u8]) {
+        self.sha256.update((key.len() as u64).to_be_bytes());
+        self.sha256.update(key);
+        self.sha256.update((value.len() as u64).to_be_bytes());
+        self.sha256.update(value);
+        self.rows += 1;
+    }
+
+    /// The digest of the rows added.
+    pub(crate) fn finish(self) -> Digest {
+        Digest {
+            sha256: hex::encode(self.sha256.finalize()),
+            rows: self.rows,
+        }
+    }
 }

@@ -33,7 +33,7 @@ mod view_codec;
 
 pub use applicant_list::{ApplicantListEntry, ApplicantPage, ListFilter, Page};
 pub use applicant_view::{ApplicantFold, ApplicantView, Device, FlowRef};
-pub use bulk::{Builder, SortedRows};
+pub use bulk::{Builder, RowSink};
 pub use dashboard::{Dashboard, DashboardPeriod};
 pub use reviewer_queue::{QueueEntry, ReviewerQueue};
 pub use timeline::{Timeline, TimelineEntry};

@@ -15,14 +15,15 @@ use vetted_store::{EventStore, RecordedEvent};
 use crate::rebuild::{Batch, Target, Workers, REBUILD_BATCH};
 use crate::run::{Run, RunWriter};
 use crate::{
-    Builder, DecodedEvent, Generations, ProjectionError, RebuildProgress, SortedRows, Table,
+    Builder, DecodedEvent, Digest, Generations, ProjectionError, RebuildProgress, RowSink, Table,
     CHECKPOINT_KEY,
 };
 
 /// Threads a batch's decoding is split over (the machine's cores, at most this many).
 const DECODE_THREADS: usize = 4;
 
-/// Rows per `apply_batch` when a builder's rows go into the generation's tree.
+/// Rows per `apply_batch` when a builder's rows go into the generation's tree (without a
+/// directory for base files).
 const ROWS_PER_WRITE: usize = 10_000;
 
 /// Runs the first pass over `targets` (see the module docs). Returns when every target has
@@ -65,8 +66,9 @@ pub(crate) async fn first_pass(
     let built = built?;
     applied?;
     let mut targets = targets.to_vec();
-    for (i, table) in indexes.into_iter().zip(built) {
+    for (i, (table, digest)) in indexes.into_iter().zip(built) {
         targets[i].table = table;
+        targets[i].written = digest;
     }
     Ok(targets)
 }
@@ -218,7 +220,7 @@ enum Job {
 /// One thread per builder; each ends with its generation's rows as written.
 struct BuilderThreads {
     senders: Vec<mpsc::Sender<Job>>,
-    handles: Vec<tokio::task::JoinHandle<Result<Table, ProjectionError>>>,
+    handles: Vec<tokio::task::JoinHandle<Result<Built, ProjectionError>>>,
 }
 
 impl BuilderThreads {
@@ -254,7 +256,7 @@ impl BuilderThreads {
     /// Tells every builder the pass ended at `checkpoint` and waits for their rows to be
     /// written; returns each builder's generation (in the order they started). Waits for
     /// every thread; the first error wins.
-    async fn finish(self, checkpoint: Option<u64>) -> Result<Vec<Table>, ProjectionError> {
+    async fn finish(self, checkpoint: Option<u64>) -> Result<Vec<Built>, ProjectionError> {
         for sender in &self.senders {
             // A builder that stopped on an error has nothing to write; its error comes below.
             let _ = sender.send(Job::Finish(checkpoint));
@@ -264,7 +266,7 @@ impl BuilderThreads {
         let mut first_error = None;
         for handle in self.handles {
             match handle.await {
-                Ok(Ok(table)) => tables.push(table),
+                Ok(Ok(built)) => tables.push(built),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -282,6 +284,10 @@ impl BuilderThreads {
     }
 }
 
+/// What a builder thread leaves: the generation's rows, and the digest of the rows it wrote
+/// (`None`: it wrote none).
+type Built = (Table, Option<Digest>);
+
 /// A builder thread: folds every batch, then writes its rows with the pass's checkpoint and
 /// returns the generation's rows as written. After a failed event it folds nothing more and
 /// writes nothing (its error went to the feeder).
@@ -290,7 +296,7 @@ fn build(
     target: &Target,
     generations: &Generations,
     jobs: mpsc::Receiver<Job>,
-) -> Result<Table, ProjectionError> {
+) -> Result<Built, ProjectionError> {
     for job in jobs {
         match job {
             Job::Fold(events, done) => {
@@ -304,60 +310,113 @@ fn build(
             }
             Job::Finish(None) => break,
             Job::Finish(Some(checkpoint)) => {
-                let rows = builder.finish()?;
                 let name = target.projection.name();
-                return match generations.base_path(name, target.generation) {
-                    Some(path) => write_base(generations, target, &path, rows, checkpoint),
+                let mut digest = DigestSink::new(target.projection.as_ref());
+                let table = match generations.base_path(name, target.generation) {
+                    Some(path) => {
+                        let mut writer = RunWriter::create(&path)?;
+                        builder.finish(&mut Tee(&mut writer, &mut digest))?;
+                        writer.finish()?;
+                        // Recorded once complete; the checkpoint last: a generation with
+                        // its checkpoint has all its rows. (A crash before the switch leaves
+                        // a generation the next rebuild drops, file included.)
+                        generations.set_base(name, target.generation)?;
+                        let tree = target.table.tree();
+                        Table::with_base(tree.clone(), Arc::new(Run::open(&path)?))
+                    }
                     None => {
-                        write_rows(target.table.tree(), rows, checkpoint)?;
-                        Ok(target.table.clone())
+                        let mut rows = TreeSink::new(target.table.tree());
+                        builder.finish(&mut Tee(&mut rows, &mut digest))?;
+                        rows.flush()?;
+                        target.table.clone()
                     }
                 };
+                table
+                    .tree()
+                    .insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
+                return Ok((table, Some(digest.finish())));
             }
         }
     }
-    Ok(target.table.clone())
+    Ok((target.table.clone(), None))
 }
 
-/// Writes a builder's rows as the base run file of a fresh generation, records it, then sets
-/// the generation's checkpoint: a generation with its checkpoint has all its rows. (A crash
-/// before the switch leaves a generation that the next rebuild drops, file included.)
-fn write_base(
-    generations: &Generations,
-    target: &Target,
-    path: &std::path::Path,
-    rows: SortedRows,
-    checkpoint: u64,
-) -> Result<Table, ProjectionError> {
-    let mut writer = RunWriter::create(path)?;
-    for (key, value) in &rows {
-        writer.push(key, Some(value))?;
+/// Hands every row to two sinks.
+struct Tee<'a>(&'a mut dyn RowSink, &'a mut dyn RowSink);
+
+impl RowSink for Tee<'_> {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        self.0.push(key, value)?;
+        self.1.push(key, value)
     }
-    drop(rows);
-    writer.finish()?;
-    generations.set_base(target.projection.name(), target.generation)?;
-    let tree = target.table.tree();
-    tree.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
-    Ok(Table::with_base(tree.clone(), Arc::new(Run::open(path)?)))
 }
 
-/// Writes a builder's rows into a fresh generation's tree, the checkpoint with the last
-/// batch of rows (so a generation with its checkpoint holds every row).
-fn write_rows(tree: &sled::Tree, rows: SortedRows, checkpoint: u64) -> Result<(), ProjectionError> {
-    let mut rows = rows.into_iter().peekable();
-    loop {
-        let mut batch = sled::Batch::default();
-        for (key, value) in rows.by_ref().take(ROWS_PER_WRITE) {
-            batch.insert(key, value);
+impl RowSink for RunWriter {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        RunWriter::push(self, key, Some(value))
+    }
+}
+
+/// Rows written into a fresh generation's tree, [`ROWS_PER_WRITE`] per `apply_batch`.
+struct TreeSink<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    len: usize,
+}
+
+impl<'a> TreeSink<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        TreeSink {
+            tree,
+            batch: sled::Batch::default(),
+            len: 0,
         }
-        let done = rows.peek().is_none();
-        if done {
-            batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+    }
+
+    fn flush(&mut self) -> Result<(), ProjectionError> {
+        self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+impl RowSink for TreeSink<'_> {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        self.batch.insert(key, value);
+        self.len += 1;
+        if self.len == ROWS_PER_WRITE {
+            self.flush()?;
         }
-        tree.apply_batch(batch)?;
-        if done {
-            return Ok(());
+        Ok(())
+    }
+}
+
+/// The digest of the rows as they are written (what [`crate::digest_table`] computes over
+/// the generation when nothing was written since).
+struct DigestSink<'a> {
+    projection: &'a dyn crate::Projection,
+    digest: crate::digest::Hasher,
+}
+
+impl<'a> DigestSink<'a> {
+    fn new(projection: &'a dyn crate::Projection) -> Self {
+        DigestSink {
+            projection,
+            digest: crate::digest::Hasher::default(),
         }
+    }
+
+    fn finish(self) -> Digest {
+        self.digest.finish()
+    }
+}
+
+impl RowSink for DigestSink<'_> {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        if self.projection.in_digest(key) {
+            self.digest.row(key, value);
+        }
+        Ok(())
     }
 }
 

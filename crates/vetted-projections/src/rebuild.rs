@@ -94,11 +94,11 @@ pub async fn rebuild(
     for slot in &slots {
         let (generation, tree) = generations.fresh(slot.name())?;
         generations.set_layout(slot.name(), generation, slot.projection.layout())?;
-        targets.push(Target {
-            projection: slot.projection.clone(),
-            table: Table::plain(tree),
+        targets.push(Target::new(
+            slot.projection.clone(),
+            Table::plain(tree),
             generation,
-        });
+        ));
     }
     let outcome = build_and_switch(read_models, store, &slots, &targets, progress, started).await;
     if outcome.is_err() {
@@ -141,8 +141,8 @@ async fn build_and_switch(
     }
     // Hash every new generation at once (one thread each): nothing writes to them now.
     let digests = futures::future::join_all(targets.iter().map(|target| {
-        let (projection, table) = (target.projection.clone(), target.table.clone());
-        tokio::task::spawn_blocking(move || digest_table(&table, |k| projection.in_digest(k)))
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || target.digest())
     }))
     .await;
     let mut reports = Vec::new();
@@ -194,11 +194,11 @@ pub async fn verify(
         .map_err(|_| ProjectionError::RebuildInProgress(name.into()))?;
     let generations = read_models.generations();
     let (generation, tree) = generations.fresh(name)?;
-    let scratch = [Target {
-        projection: slot.projection.clone(),
-        table: Table::plain(tree),
+    let scratch = [Target::new(
+        slot.projection.clone(),
+        Table::plain(tree),
         generation,
-    }];
+    )];
     let outcome = compare(&slot, generations, store, &scratch).await;
     generations.drop_generation(name, generation)?;
     outcome
@@ -222,17 +222,17 @@ async fn compare(
     }
     if live_cp < checkpoint {
         // The runner is paused on the lock: do its next step for it, unmuted, as it would.
-        let live_target = [Target {
-            projection: slot.projection.clone(),
-            table: live.table.clone(),
-            generation: live.generation,
-        }];
+        let live_target = [Target::new(
+            slot.projection.clone(),
+            live.table.clone(),
+            live.generation,
+        )];
         advance(store, &live_target, Some(checkpoint), false).await?;
         slot.committed(live.table.checkpoint()?);
     }
     let projection = &slot.projection;
     let live_digest = digest_table(&live.table, |k| projection.in_digest(k))?;
-    let rebuilt = digest_table(&scratch[0].table, |k| projection.in_digest(k))?;
+    let rebuilt = scratch[0].digest()?;
     Ok(VerifyReport {
         projection: slot.name().to_string(),
         generation: live.generation,
@@ -249,6 +249,31 @@ pub(crate) struct Target {
     pub(crate) projection: Arc<dyn Projection>,
     pub(crate) table: Table,
     pub(crate) generation: u64,
+    /// The digest of the rows a builder wrote into it, while nothing else was written: the
+    /// generation's digest as long as its tree holds nothing but the checkpoint.
+    pub(crate) written: Option<Digest>,
+}
+
+impl Target {
+    pub(crate) fn new(projection: Arc<dyn Projection>, table: Table, generation: u64) -> Self {
+        Target {
+            projection,
+            table,
+            generation,
+            written: None,
+        }
+    }
+
+    /// The digest of the generation's rows, computed again only if something was written
+    /// since the builder's rows.
+    fn digest(&self) -> Result<Digest, ProjectionError> {
+        if let Some(written) = &self.written {
+            if self.table.tree().iter().take(2).count() <= 1 {
+                return Ok(written.clone());
+            }
+        }
+        digest_table(&self.table, |k| self.projection.in_digest(k))
+    }
 }
 
 /// Applies the log to every target (muted) from their common checkpoint, up to `until` or the

@@ -105,10 +105,8 @@ impl Tracked {
     }
 }
 
-/// Key of an applicant's tracked row.
-fn tracked_key(id: &str) -> String {
-    format!("rq/{id}")
-}
+/// Prefix of an applicant's tracked row: `rq/<id>`.
+const TRACKED_PREFIX: &str = "rq/";
 
 fn reviewer_prefix(app: &str, reviewer: &str) -> Vec<u8> {
     format!("q/{app}/{reviewer}\0").into_bytes()
@@ -134,7 +132,7 @@ impl ApplicantProjection for ReviewerQueueProjection {
         fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
         let change =
-            rows.update_applicant_row::<Tracked, _>(fact.applicant_id, tracked_key, |row| {
+            rows.update_applicant_row::<Tracked, _>(TRACKED_PREFIX, fact.applicant_id, |row| {
                 if let ApplicantEvent::ApplicantCreated {
                     applicant_id,
                     external_user_id,

@@ -79,10 +79,15 @@ pub(crate) trait RowCodec: Sized + Send + 'static {
 
     fn encode_row(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::CAPACITY);
-        let mut w = Writer(&mut out);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the row's encoding to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
         w.u8(Self::TAG);
         self.write(&mut w);
-        out
     }
 
     fn decode_row(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
@@ -357,13 +362,14 @@ pub(crate) trait RowStore {
     /// Removes `key`.
     fn remove(&mut self, key: Vec<u8>);
 
-    /// Reads the compact row an applicant has in this read model (`None` if absent), whose
-    /// key is `key_of(applicant_id)`, and lets `f` change it (`None` removes it). A row type is reached either this way or by key, never
-    /// both: a rebuild keeps these rows by applicant and spells their keys out at the end.
+    /// Reads the compact row an applicant has in this read model (`None` if absent), under
+    /// key `prefix` + `applicant_id`, and lets `f` change it (`None` removes it). A row type
+    /// is reached either this way or by key, never both: a rebuild keeps these rows by
+    /// applicant and spells their keys out at the end.
     fn update_applicant_row<T: RowCodec, R>(
         &mut self,
+        prefix: &'static str,
         applicant_id: &str,
-        key_of: fn(&str) -> String,
         f: impl FnOnce(&mut Option<T>) -> R,
     ) -> Result<R, ProjectionError>;
 
@@ -405,11 +411,14 @@ impl RowStore for Rows<'_> {
 
     fn update_applicant_row<T: RowCodec, R>(
         &mut self,
+        prefix: &'static str,
         applicant_id: &str,
-        key_of: fn(&str) -> String,
         f: impl FnOnce(&mut Option<T>) -> R,
     ) -> Result<R, ProjectionError> {
-        Rows::update_row(self, key_of(applicant_id).as_bytes(), f)
+        let mut key = Vec::with_capacity(prefix.len() + applicant_id.len());
+        key.extend_from_slice(prefix.as_bytes());
+        key.extend_from_slice(applicant_id.as_bytes());
+        Rows::update_row(self, &key, f)
     }
 
     fn update_json<T, R>(

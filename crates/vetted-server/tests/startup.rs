@@ -1,7 +1,6 @@
 //! Engine start-up: read models left by an earlier version in another row layout, or whose
 //! base file went missing, are rebuilt before the node serves.
 use vetted_server::{Config, Engine};
-use vetted_store::EventStore;
 
 #[tokio::test]
 async fn start_rebuilds_read_models_written_in_an_older_row_layout() {
