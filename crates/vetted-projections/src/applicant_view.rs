@@ -140,12 +140,21 @@ impl ApplicantFold {
             || actor.os.is_some()
             || actor.browser.is_some();
         if matches!(actor.kind, ActorKind::Applicant | ActorKind::Api) && has_environment {
-            self.device = Some(Device {
-                ip: actor.ip.clone(),
-                user_agent: actor.user_agent.clone(),
-                os: actor.os.clone(),
-                browser: actor.browser.clone(),
+            // Most events come from where the previous one came from: copy only a change.
+            let same = self.device.as_ref().is_some_and(|d| {
+                d.ip == actor.ip
+                    && d.user_agent == actor.user_agent
+                    && d.os == actor.os
+                    && d.browser == actor.browser
             });
+            if !same {
+                self.device = Some(Device {
+                    ip: actor.ip.clone(),
+                    user_agent: actor.user_agent.clone(),
+                    os: actor.os.clone(),
+                    browser: actor.browser.clone(),
+                });
+            }
         }
     }
 

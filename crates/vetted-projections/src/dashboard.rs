@@ -120,6 +120,23 @@ impl RowCodec for Tracked {
 /// The UTC day of `t` as `YYYY-MM-DD` (what chrono's `%Y-%m-%d` prints, without its
 /// formatting machinery for the years 0..=9999).
 fn day_of(t: DateTime<Utc>) -> String {
+    thread_local! {
+        /// The last day printed, by its number since 1970: events come in time order, so
+        /// nearly every event falls on the day of the one before it.
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let number = t.timestamp().div_euclid(86_400);
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != number {
+            *text = print_day(t);
+            *last = number;
+        }
+        text.clone()
+    })
+}
+
+fn print_day(t: DateTime<Utc>) -> String {
     use chrono::Datelike;
     let date = t.date_naive();
     match date.year() {
