@@ -337,3 +337,31 @@ async fn an_acknowledged_append_survives_a_server_kill() {
         .unwrap();
     assert_eq!(next.stream_version, 20);
 }
+
+#[tokio::test]
+async fn batches_are_the_stored_bodies_with_their_sequence_as_position() {
+    let server = NatsServer::start().expect("nats-server starts");
+    let store = store(&server).await;
+    for n in 0..3 {
+        store
+            .append(
+                "applicant-a",
+                ExpectedVersion::Any,
+                vec![event("app", "StepPassed", n)],
+            )
+            .await
+            .unwrap();
+    }
+    let read = store.read_all_batch(2, 10).await.unwrap();
+    let vetted_store::EventBatch::Json(frames) = read else {
+        panic!("JetStream hands out the stored bodies, got {read:?}");
+    };
+    assert_eq!(
+        frames.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        frames.decode_all().unwrap(),
+        store.read_all(2, 10).await.unwrap()
+    );
+}

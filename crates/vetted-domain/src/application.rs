@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{from_payload_json, from_tagged_payload, to_untagged_payload, EventCodec};
 use crate::error::DomainError;
-use crate::event::{from_tagged_payload, to_untagged_payload, EventCodec};
 use crate::flow::Flow;
 use crate::ids::AppKey;
 
@@ -85,9 +85,9 @@ pub fn flow_stream(app_key: &AppKey, flow_name: &str) -> String {
     format!("flow-{app_key}-{flow_name}")
 }
 
-/// Events of an application stream (`application-<appKey>`).
+/// Events of an application stream (`application-<appKey>`). Externally tagged in serde;
+/// stored as the payload alone (see [`crate::ApplicantEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
 pub enum ApplicationEvent {
     /// A new application with its keys (payload: the application object).
     ApplicationCreated(Application),
@@ -97,6 +97,7 @@ pub enum ApplicationEvent {
 
 impl EventCodec for ApplicationEvent {
     const TYPES: &'static [&'static str] = &["ApplicationCreated", "ApplicationUpdated"];
+    const SCHEMA_VERSION: u32 = 1;
 }
 
 impl ApplicationEvent {
@@ -113,7 +114,7 @@ impl ApplicationEvent {
 
     /// The payload schema version written today.
     pub fn schema_version(&self) -> u32 {
-        1
+        <Self as EventCodec>::SCHEMA_VERSION
     }
 
     /// The payload: a camelCase object without a `type` key.
@@ -127,7 +128,17 @@ impl ApplicationEvent {
         schema_version: u32,
         payload: &serde_json::Value,
     ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(event_type, schema_version, 1, payload)
+        from_tagged_payload::<Self>(event_type, schema_version, payload)
+    }
+
+    /// Reads a stored payload back from its JSON text: the same result as `from_payload` on
+    /// the text parsed into a `Value` (see [`crate::ApplicantEvent::from_payload_json`]).
+    pub fn from_payload_json(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+    ) -> Result<Self, DomainError> {
+        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// The application the event describes.
@@ -151,9 +162,10 @@ impl ApplicationEvent {
     }
 }
 
-/// Events of a flow stream (`flow-<appKey>-<name>`).
+/// Events of a flow stream (`flow-<appKey>-<name>`). Externally tagged in serde; stored as
+/// the payload alone (see [`crate::ApplicantEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
+#[serde(rename_all_fields = "camelCase")]
 pub enum FlowEvent {
     /// A new version of a flow was saved (the first one creates the flow).
     FlowVersionCreated {
@@ -166,6 +178,7 @@ pub enum FlowEvent {
 
 impl EventCodec for FlowEvent {
     const TYPES: &'static [&'static str] = &["FlowVersionCreated"];
+    const SCHEMA_VERSION: u32 = 1;
 }
 
 impl FlowEvent {
@@ -181,7 +194,7 @@ impl FlowEvent {
 
     /// The payload schema version written today.
     pub fn schema_version(&self) -> u32 {
-        1
+        <Self as EventCodec>::SCHEMA_VERSION
     }
 
     /// The payload: a camelCase object without a `type` key.
@@ -195,7 +208,17 @@ impl FlowEvent {
         schema_version: u32,
         payload: &serde_json::Value,
     ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(event_type, schema_version, 1, payload)
+        from_tagged_payload::<Self>(event_type, schema_version, payload)
+    }
+
+    /// Reads a stored payload back from its JSON text: the same result as `from_payload` on
+    /// the text parsed into a `Value` (see [`crate::ApplicantEvent::from_payload_json`]).
+    pub fn from_payload_json(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+    ) -> Result<Self, DomainError> {
+        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// One readable line for a timeline.

@@ -1,22 +1,25 @@
-//! Applicant events, and the payload codec shared by every event enum.
+//! Applicant events.
 //!
 //! On the wire (the store's `payload`) an event is a camelCase JSON object without a `type`
-//! key: the type and schema version travel in the envelope. In Rust the enums are internally
-//! tagged by `type`, so the codec removes the tag on the way out and puts it back on the way in.
+//! key: the type and schema version travel in the envelope (see [`crate::codec`] for how the
+//! payload is read and written).
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::codec::{from_payload_json, from_tagged_payload, to_untagged_payload, EventCodec};
 use crate::error::DomainError;
 use crate::flow::{Flow, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::status::ApplicantStatus;
 
 /// Everything that can happen to an applicant (stream `applicant-<uuid>`).
+///
+/// Its serde form is externally tagged (`{"StepPassed": {...}}`); the stored form is the
+/// payload alone, through [`ApplicantEvent::to_payload`] and [`ApplicantEvent::from_payload`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
+#[serde(rename_all_fields = "camelCase")]
 pub enum ApplicantEvent {
     /// A client created the applicant, pinned to a flow version. Status INIT.
     ApplicantCreated {
@@ -147,10 +150,8 @@ impl EventCodec for ApplicantEvent {
         "DeletionScheduled",
         "DeletionCancelled",
     ];
+    const SCHEMA_VERSION: u32 = 1;
 }
-
-/// Schema version written today for every applicant event type.
-const APPLICANT_SCHEMA_VERSION: u32 = 1;
 
 impl ApplicantEvent {
     /// Every applicant event type name.
@@ -182,7 +183,7 @@ impl ApplicantEvent {
 
     /// The payload schema version written today.
     pub fn schema_version(&self) -> u32 {
-        APPLICANT_SCHEMA_VERSION
+        <Self as EventCodec>::SCHEMA_VERSION
     }
 
     /// The payload: a camelCase object without a `type` key.
@@ -196,12 +197,19 @@ impl ApplicantEvent {
         schema_version: u32,
         payload: &serde_json::Value,
     ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(
-            event_type,
-            schema_version,
-            APPLICANT_SCHEMA_VERSION,
-            payload,
-        )
+        from_tagged_payload::<Self>(event_type, schema_version, payload)
+    }
+
+    /// Reads a stored payload back from its JSON text (e.g. a raw payload borrowed from a
+    /// stored envelope, so no `Value` tree is built): the same result, `Ok` or `Err`, as
+    /// [`ApplicantEvent::from_payload`] on the text parsed into a `Value`; text that is not
+    /// JSON is [`DomainError::BadPayload`].
+    pub fn from_payload_json(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+    ) -> Result<Self, DomainError> {
+        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// The step the event is about, if any.
@@ -326,212 +334,10 @@ fn kept(steps: &[StepType]) -> String {
     }
 }
 
-/// An event enum whose serde form is internally tagged by `type`.
-pub(crate) trait EventCodec: Serialize + DeserializeOwned {
-    /// Every variant name.
-    const TYPES: &'static [&'static str];
-}
-
-/// Serializes a `type`-tagged event and drops the tag.
-pub(crate) fn to_untagged_payload<T: EventCodec>(event: &T) -> serde_json::Value {
-    // Serializing these enums cannot fail: every key is a string and no field has a custom
-    // serializer that errs; fall back to an empty object rather than panic all the same.
-    let mut value = serde_json::to_value(event).unwrap_or_else(|_| serde_json::json!({}));
-    if let Some(object) = value.as_object_mut() {
-        object.remove("type");
-    }
-    value
-}
-
-/// Parses a stored payload of `event_type` at `schema_version`, upcasting it to `current`.
-pub(crate) fn from_tagged_payload<T: EventCodec>(
-    event_type: &str,
-    schema_version: u32,
-    current: u32,
-    payload: &serde_json::Value,
-) -> Result<T, DomainError> {
-    if !T::TYPES.contains(&event_type) || schema_version == 0 || schema_version > current {
-        return Err(DomainError::UnknownEvent {
-            event_type: event_type.to_string(),
-            schema_version,
-            known_version: current,
-        });
-    }
-    let Some(object) = payload.as_object() else {
-        return Err(DomainError::BadPayload {
-            event_type: event_type.to_string(),
-            reason: format!("the payload is {payload}, not a JSON object"),
-        });
-    };
-    if schema_version == current && !object.contains_key("type") {
-        // Today's shape, nothing to upcast: read the payload in place, its type presented as
-        // the tag, instead of deep-copying it to add one. A payload that does not read so
-        // goes the copying way below, which gives the canonical error.
-        let tagged = tagged::Payload {
-            tag: event_type,
-            map: object,
-        };
-        if let Ok(event) = T::deserialize(tagged) {
-            return Ok(event);
-        }
-    }
-    from_copied_payload(event_type, schema_version, object)
-}
-
-/// Reads a payload object by copying it, upcast, with its type added as the `type` tag.
-fn from_copied_payload<T: EventCodec>(
-    event_type: &str,
-    schema_version: u32,
-    object: &serde_json::Map<String, serde_json::Value>,
-) -> Result<T, DomainError> {
-    let mut object = upcast(event_type, schema_version, object.clone());
-    object.insert(
-        "type".to_string(),
-        serde_json::Value::String(event_type.to_string()),
-    );
-    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| DomainError::BadPayload {
-        event_type: event_type.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// A payload object read as if it held `"type": <event type>` first, borrowing every value.
-mod tagged {
-    use serde::de::value::BorrowedStrDeserializer;
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-    use serde_json::{Map, Value};
-
-    pub(super) struct Payload<'a> {
-        pub(super) tag: &'a str,
-        pub(super) map: &'a Map<String, Value>,
-    }
-
-    impl<'de> Deserializer<'de> for Payload<'de> {
-        type Error = serde_json::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-            visitor.visit_map(Entries {
-                tag: Some(self.tag),
-                entries: self.map.iter(),
-                value: None,
-            })
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
-            enum identifier ignored_any
-        }
-    }
-
-    struct Entries<'de> {
-        /// The tag, until its key is read.
-        tag: Option<&'de str>,
-        entries: serde_json::map::Iter<'de>,
-        /// The value of the key just read.
-        value: Option<Next<'de>>,
-    }
-
-    enum Next<'de> {
-        Tag(&'de str),
-        Value(&'de Value),
-    }
-
-    impl<'de> MapAccess<'de> for Entries<'de> {
-        type Error = serde_json::Error;
-
-        fn next_key_seed<K: DeserializeSeed<'de>>(
-            &mut self,
-            seed: K,
-        ) -> Result<Option<K::Value>, Self::Error> {
-            let (key, next) = match self.tag.take() {
-                Some(tag) => ("type", Next::Tag(tag)),
-                None => match self.entries.next() {
-                    Some((key, value)) => (key.as_str(), Next::Value(value)),
-                    None => return Ok(None),
-                },
-            };
-            self.value = Some(next);
-            seed.deserialize(BorrowedStrDeserializer::new(key))
-                .map(Some)
-        }
-
-        fn next_value_seed<V: DeserializeSeed<'de>>(
-            &mut self,
-            seed: V,
-        ) -> Result<V::Value, Self::Error> {
-            match self.value.take() {
-                Some(Next::Tag(tag)) => seed.deserialize(BorrowedStrDeserializer::new(tag)),
-                Some(Next::Value(value)) => seed.deserialize(value),
-                None => Err(serde::de::Error::custom("a value asked for before its key")),
-            }
-        }
-    }
-}
-
-/// Brings an old payload to today's shape. Every event type is still at version 1, so there is
-/// nothing to do yet; when a payload changes, bump its version and add the step from the old
-/// version here, so stored bytes never need rewriting.
-fn upcast(
-    _event_type: &str,
-    _schema_version: u32,
-    payload: serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    payload
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn payloads_are_read_in_place_and_odd_ones_as_the_copying_way_reads_them() {
-        use crate::testing::*;
-        let events = [
-            created(kyc_basic()),
-            started(),
-            passed(StepType::Liveness, 1, json!({"score": 0.9})),
-            failed(StepType::DocumentCheck, 1, Some(3), false, "glare"),
-            warning_raised(1, "DOCUMENT_EXPIRED"),
-            assigned("rev-1"),
-            approved(Some("rev-1")),
-            declined("rev-1", "fraud"),
-        ];
-        for event in events {
-            let payload = event.to_payload();
-            let tagged = tagged::Payload {
-                tag: event.event_type(),
-                map: payload.as_object().expect("an object"),
-            };
-            // Read in place, not through the copying fallback.
-            assert_eq!(
-                ApplicantEvent::deserialize(tagged).ok(),
-                Some(event.clone())
-            );
-            assert_eq!(
-                ApplicantEvent::from_payload(event.event_type(), 1, &payload),
-                Ok(event)
-            );
-        }
-        // What the in-place read does not take gives the copying way's answer.
-        let odd = [
-            json!({"step": "aml", "attempt": 1, "type": "x"}),
-            json!({"step": "nope", "attempt": 1}),
-            json!({"attempt": 1}),
-        ];
-        for payload in odd {
-            let copied = from_copied_payload::<ApplicantEvent>(
-                "StepPassed",
-                1,
-                payload.as_object().expect("an object"),
-            );
-            assert_eq!(
-                ApplicantEvent::from_payload("StepPassed", 1, &payload).map_err(|e| e.to_string()),
-                copied.map_err(|e| e.to_string())
-            );
-        }
-    }
 
     #[test]
     fn payloads_have_no_type_key_and_round_trip() {

@@ -7,6 +7,7 @@
 
 mod applicant;
 mod application;
+mod codec;
 mod command;
 mod decide;
 mod error;

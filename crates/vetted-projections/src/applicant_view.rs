@@ -417,7 +417,7 @@ mod tests {
     use crate::sample;
 
     #[test]
-    fn payloads_decode_in_place_exactly_as_a_copy_with_its_type_tag_decodes() {
+    fn payloads_decode_in_place_and_from_their_text_exactly_as_serde_reads_their_tagged_form() {
         let mut rng = sample::Rng::new(5);
         let app = AppKey(uuid::Uuid::from_u128(9));
         let flow = sample::kyc_basic();
@@ -428,12 +428,18 @@ mod tests {
         let events = sample::record(&appends);
         let mut types = std::collections::BTreeSet::new();
         for e in &events {
-            // The oracle: the payload copied, its type added as the tag.
-            let mut copy = e.payload.as_object().unwrap().clone();
-            copy.insert("type".into(), serde_json::json!(e.event_type));
-            let slow: ApplicantEvent = serde_json::from_value(copy.into()).unwrap();
+            // The oracle: serde's plain reading of the enum's own (externally tagged) form,
+            // the payload copied under its type.
+            let tagged = serde_json::json!({ e.event_type.as_str(): e.payload.clone() });
+            let slow: ApplicantEvent = serde_json::from_value(tagged).unwrap();
             let fast = decode(e).unwrap();
             assert_eq!(fast, slow);
+            // The payload's stored text reads the same.
+            let text = serde_json::to_string(&e.payload).unwrap();
+            assert_eq!(
+                ApplicantEvent::from_payload_json(&e.event_type, e.schema_version, &text),
+                Ok(slow)
+            );
             types.insert(e.event_type.as_str());
         }
         assert!(types.len() >= 10, "{types:?}");

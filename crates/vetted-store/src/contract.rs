@@ -13,8 +13,8 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::{
-    verify, Actor, ActorKind, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
-    StoreError,
+    verify, Actor, ActorKind, EventBatch, EventFeed, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, StoreError,
 };
 
 /// How long a case waits for something that should happen promptly before failing.
@@ -32,6 +32,7 @@ where
     an_empty_append_is_refused(fresh_store().await).await;
     read_stream_honours_from_version_and_max(fresh_store().await).await;
     read_all_is_in_global_order_across_streams(fresh_store().await).await;
+    read_all_batch_holds_exactly_what_read_all_returns(fresh_store().await).await;
     stream_version_and_head_follow_appends(fresh_store().await).await;
     racing_writers_on_one_stream_win_each_version_once(fresh_store().await).await;
     concurrent_appends_to_different_streams_get_contiguous_positions(fresh_store().await).await;
@@ -311,6 +312,76 @@ pub async fn read_all_is_in_global_order_across_streams<S: EventStore>(store: S)
         "0 reads from the start"
     );
     assert!(store.read_all(13, 10).await.expect("read_all").is_empty());
+}
+
+/// `read_all_batch(from, max)` holds exactly the events `read_all(from, max)` returns, as stored
+/// JSON (each frame a `RecordedEvent` whose position is the one beside it) or decoded; past the
+/// head it is empty.
+pub async fn read_all_batch_holds_exactly_what_read_all_returns<S: EventStore>(store: S) {
+    for round in 0..6 {
+        for stream in ["applicant-a", "applicant-b", "applicant-c"] {
+            // Multi-event appends too, so groups of one append are read across.
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    batch(round * 3, 1 + round % 3),
+                )
+                .await
+                .expect("append");
+        }
+    }
+    let head = store.head().await.expect("head");
+    assert_eq!(head, 36);
+    let reads = [
+        (0, 1000),
+        (1, 1000),
+        (1, 1),
+        (1, 0),
+        (2, 5),
+        (7, 3),
+        (13, 24),
+        (30, usize::MAX),
+        (head, 10),
+        (head, 0),
+        (head + 1, 10),
+        (head + 1000, 10),
+        (u64::MAX, 10),
+    ];
+    for (from, max) in reads {
+        let expected = store.read_all(from, max).await.expect("read_all");
+        let read = store
+            .read_all_batch(from, max)
+            .await
+            .expect("read_all_batch");
+        assert_eq!(read.len(), expected.len(), "from {from}, max {max}");
+        assert_eq!(read.is_empty(), expected.is_empty());
+        assert_eq!(
+            read.last_position(),
+            expected.last().map(|e| e.global_position),
+            "from {from}, max {max}"
+        );
+        let events = match read {
+            EventBatch::Json(frames) => frames
+                .iter()
+                .map(|(position, json)| {
+                    let event: RecordedEvent = serde_json::from_slice(json).unwrap_or_else(|e| {
+                        panic!("the frame at {position} is not a RecordedEvent: {e}")
+                    });
+                    assert_eq!(
+                        event.global_position, position,
+                        "a frame holds the position given beside it"
+                    );
+                    event
+                })
+                .collect(),
+            EventBatch::Decoded(events) => events,
+        };
+        assert_eq!(events, expected, "from {from}, max {max}");
+        if from > head {
+            assert!(events.is_empty(), "nothing past the head");
+        }
+    }
 }
 
 /// `stream_version` and `head` report what the last acknowledged append produced.

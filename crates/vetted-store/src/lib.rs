@@ -6,6 +6,7 @@
 //! projection checkpoint holds); stream versions start at 0.
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod chain;
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -17,6 +18,7 @@ mod sealing;
 pub mod sled_store;
 pub mod verify;
 
+pub use batch::{EventBatch, Frames, JsonEvents, JsonEventsPart};
 pub use envelope::{Actor, ActorKind, NewEvent, RecordedEvent};
 pub use error::StoreError;
 pub use memory::MemoryStore;
@@ -84,6 +86,20 @@ pub trait EventStore: Send + Sync + 'static {
         from_position: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads like [`EventStore::read_all`] (durable events only, global order, at most `max`,
+    /// from `from_position`), but gives events as the backend keeps them: their stored JSON
+    /// when it has it ([`EventBatch::Json`]: a reader can then decode only what it needs, on
+    /// several threads), else decoded ([`EventBatch::Decoded`], the default).
+    async fn read_all_batch(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<EventBatch, StoreError> {
+        Ok(EventBatch::Decoded(
+            self.read_all(from_position, max).await?,
+        ))
+    }
 
     /// The current version of `stream`, or `None` if it has no events.
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;

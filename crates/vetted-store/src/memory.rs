@@ -1,5 +1,6 @@
 //! In-memory backend for tests: the same semantics as sled (expected versions, hash chain,
-//! gap-free `subscribe_all`), nothing on disk.
+//! gap-free `subscribe_all`), nothing on disk. Events are kept decoded, so `read_all_batch`
+//! hands them out decoded (the trait's default).
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -30,6 +30,7 @@ macro_rules! every_case {
                 an_empty_append_is_refused,
                 read_stream_honours_from_version_and_max,
                 read_all_is_in_global_order_across_streams,
+                read_all_batch_holds_exactly_what_read_all_returns,
                 stream_version_and_head_follow_appends,
                 racing_writers_on_one_stream_win_each_version_once,
                 concurrent_appends_to_different_streams_get_contiguous_positions,
@@ -44,6 +45,40 @@ macro_rules! every_case {
 
 every_case!(memory, MemoryStore::new());
 every_case!(sled_backend, sled());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sled_reads_batches_as_its_stored_json_and_memory_decoded() {
+    use vetted_store::{EventBatch, EventStore, ExpectedVersion};
+    let sled = sled();
+    let memory = MemoryStore::new();
+    for n in 0..3 {
+        let event = vec![contract::step_passed(n)];
+        sled.append("applicant-1", ExpectedVersion::Any, event.clone())
+            .await
+            .expect("append");
+        memory
+            .append("applicant-1", ExpectedVersion::Any, event)
+            .await
+            .expect("append");
+    }
+    match sled.read_all_batch(2, 10).await.expect("read") {
+        EventBatch::Json(frames) => {
+            assert_eq!(frames.len(), 2);
+            // The very bytes the log holds.
+            for (position, json) in &frames {
+                assert_eq!(
+                    sled.raw_event(position).expect("raw").as_deref(),
+                    Some(json)
+                );
+            }
+        }
+        other => panic!("sled hands out its stored JSON, got {other:?}"),
+    }
+    assert!(matches!(
+        memory.read_all_batch(2, 10).await.expect("read"),
+        EventBatch::Decoded(events) if events.len() == 2
+    ));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_all_passes_on_memory() {

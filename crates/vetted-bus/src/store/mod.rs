@@ -21,6 +21,7 @@
 //!   still a valid link of its stream (contiguous versions, intact hash chain) and carries
 //!   `Vetted-Batch-Index`/`Vetted-Batch-Size`, so readers see a well-formed, shorter stream and
 //!   can tell an append was cut short.
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
 use vetted_store::{
-    chain, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
-    StoreError,
+    chain, AppendResult, EventBatch, EventFeed, EventStore, ExpectedVersion, JsonEvents, NewEvent,
+    RecordedEvent, StoreError,
 };
 
 mod writer;
@@ -400,10 +401,6 @@ impl Inner {
     }
 
     /// Reads up to `max` messages matching `filter` with sequences in `start..=last`, in order.
-    ///
-    /// `last` is read before the consumer is created (the subject's or the stream's last
-    /// sequence), so the read ends at a known point instead of trusting the consumer's
-    /// pending count.
     async fn read_range(
         &self,
         filter: String,
@@ -411,9 +408,48 @@ impl Inner {
         last: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_message(filter, start, last, max, |sequence, subject, body| {
+            out.push(decode(subject, sequence, body)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Inner::read_range`] as the stored JSON of each event, not decoded.
+    async fn read_range_json(
+        &self,
+        filter: String,
+        start: u64,
+        last: u64,
+        max: usize,
+    ) -> Result<JsonEvents, StoreError> {
+        let mut out = JsonEvents::new();
+        self.for_each_message(filter, start, last, max, |sequence, subject, body| {
+            push_frame(&mut out, sequence, subject, body)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Calls `f` with the sequence, subject and body of up to `max` messages matching `filter`
+    /// with sequences in `start..=last`, in order.
+    ///
+    /// `last` is read before the consumer is created (the subject's or the stream's last
+    /// sequence), so the read ends at a known point instead of trusting the consumer's
+    /// pending count.
+    async fn for_each_message(
+        &self,
+        filter: String,
+        start: u64,
+        last: u64,
+        max: usize,
+        mut f: impl FnMut(u64, &str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let start = start.max(1);
         if max == 0 || start > last {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let unavailable =
             |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("reading {filter}: {e}"));
@@ -429,7 +465,7 @@ impl Inner {
             .await
             .map_err(|e| unavailable(&e))?;
         let name = consumer.cached_info().name.clone();
-        let mut out = Vec::new();
+        let mut taken = 0usize;
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         loop {
             let next = tokio::time::timeout(READ_STALL, messages.next())
@@ -448,8 +484,9 @@ impl Inner {
             if sequence > last {
                 break;
             }
-            out.push(decode(&message.subject, sequence, &message.payload)?);
-            if out.len() >= max || sequence == last {
+            f(sequence, &message.subject, &message.payload)?;
+            taken += 1;
+            if taken >= max || sequence == last {
                 break;
             }
         }
@@ -458,7 +495,7 @@ impl Inner {
         tokio::spawn(async move {
             let _ = stream.delete_consumer(&name).await;
         });
-        Ok(out)
+        Ok(())
     }
 
     /// The stream's last sequence: the log's head.
@@ -521,6 +558,41 @@ fn log_headers(event: &RecordedEvent, batch: (usize, usize)) -> HeaderMap {
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name).and_then(|v| v.as_str().parse().ok())
+}
+
+/// How a message body starts as this store writes it: a `RecordedEvent` encoded with
+/// `globalPosition` 0, its first field (the position is the JetStream sequence, known only
+/// after the publish, see [`record`]).
+const BODY_START: &[u8] = b"{\"globalPosition\":0,";
+
+/// Adds a stored message to `out` as a frame holding its event's JSON with its sequence as the
+/// `globalPosition`: spliced into the body as stored, without decoding it, when the body starts
+/// as this store writes it; otherwise decoded, given its position and encoded again.
+fn push_frame(
+    out: &mut JsonEvents,
+    sequence: u64,
+    subject: &str,
+    body: &[u8],
+) -> Result<(), StoreError> {
+    let encode_error = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+        location: format!("JetStream message {sequence} on {subject}"),
+        reason: format!("could not encode its event again: {e}"),
+    };
+    match body.strip_prefix(BODY_START) {
+        Some(rest) => out
+            .push_with(sequence, |frame| {
+                frame.extend_from_slice(b"{\"globalPosition\":");
+                write!(frame, "{sequence},")?;
+                frame.extend_from_slice(rest);
+                Ok(())
+            })
+            .map_err(|e: std::io::Error| encode_error(&e)),
+        None => {
+            let event = decode(subject, sequence, body)?;
+            out.push_with(sequence, |frame| serde_json::to_writer(frame, &event))
+                .map_err(|e| encode_error(&e))
+        }
+    }
 }
 
 /// Decodes a stored message; its JetStream sequence is the global position.
@@ -598,6 +670,21 @@ impl EventStore for JetStreamStore {
         self.inner
             .read_range(filter, from_position, head, max)
             .await
+    }
+
+    /// The stored bodies, each with its sequence spliced in as the position
+    /// ([`EventBatch::Json`], not decoded).
+    async fn read_all_batch(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<EventBatch, StoreError> {
+        let filter = format!("{}.>", self.inner.config.subject_prefix);
+        let head = self.inner.last_sequence().await?;
+        self.inner
+            .read_range_json(filter, from_position, head, max)
+            .await
+            .map(EventBatch::Json)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
@@ -718,4 +805,73 @@ async fn open_ordered(inner: &Inner, start: u64) -> Result<consumer::pull::Order
         .messages()
         .await
         .map_err(|e| StoreError::Unavailable(format!("subscribing to the log: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vetted_store::{Actor, NewEvent};
+
+    fn stored_event() -> RecordedEvent {
+        let new = NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "StepPassed".into(),
+            schema_version: 1,
+            tenant: "app".into(),
+            actor: Actor::system(),
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            payload: serde_json::json!({"step": "aml", "attempt": 1, "data": {"n": [1, 2]}}),
+        };
+        record("applicant-1", 3, &new, chrono::Utc::now(), chain::GENESIS)
+    }
+
+    #[test]
+    fn a_body_as_the_writer_stores_it_gets_its_sequence_spliced_in_and_is_otherwise_kept() {
+        let event = stored_event();
+        let body = serde_json::to_vec(&event).unwrap();
+        assert!(body.starts_with(BODY_START), "the writer's shape");
+        let mut frames = JsonEvents::new();
+        push_frame(&mut frames, 1234567, "vetted.log.applicant-1", &body).unwrap();
+        let (position, frame) = frames.get(0).unwrap();
+        assert_eq!(position, 1234567);
+        let read: RecordedEvent = serde_json::from_slice(frame).unwrap();
+        assert_eq!(
+            read,
+            RecordedEvent {
+                global_position: 1234567,
+                ..event
+            }
+        );
+        assert!(
+            frame.starts_with(b"{\"globalPosition\":1234567,")
+                && frame.ends_with(&body[BODY_START.len()..]),
+            "everything after the position is the body's own bytes"
+        );
+    }
+
+    #[test]
+    fn a_body_of_another_shape_is_decoded_and_given_its_sequence() {
+        let event = stored_event();
+        let body = serde_json::to_vec_pretty(&event).unwrap();
+        let mut frames = JsonEvents::new();
+        push_frame(&mut frames, 9, "vetted.log.applicant-1", &body).unwrap();
+        let read: RecordedEvent = serde_json::from_slice(frames.get(0).unwrap().1).unwrap();
+        assert_eq!(
+            read,
+            RecordedEvent {
+                global_position: 9,
+                ..event
+            }
+        );
+        assert!(matches!(
+            push_frame(&mut frames, 10, "vetted.log.x", b"{\"globalPosition\":1,"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(
+            frames.len(),
+            1,
+            "nothing added for a body that does not decode"
+        );
+    }
 }

@@ -35,7 +35,8 @@ use self::index::Recent;
 use self::log::EventLog;
 use self::writer::{AppendRequest, Trees};
 use crate::{
-    feed, AppendResult, EventFeed, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    feed, AppendResult, EventBatch, EventFeed, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, StoreError,
 };
 
 /// The event log's directory inside the sled database's directory.
@@ -348,6 +349,21 @@ impl EventStore for SledStore {
             max,
             self.durable_head(),
         )
+    }
+
+    /// The stored frames, copied out of the log without decoding ([`EventBatch::Json`]).
+    async fn read_all_batch(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<EventBatch, StoreError> {
+        log::read_range_json(
+            &self.inner.trees.log,
+            from_position,
+            max,
+            self.durable_head(),
+        )
+        .map(EventBatch::Json)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
