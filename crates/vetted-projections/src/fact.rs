@@ -127,12 +127,16 @@ impl DecodedEvent {
         if !lean.stream_id.starts_with(APPLICANT_STREAM) {
             return Ok(None);
         }
-        let event = decode_payload(&lean.event_type, lean.schema_version, lean.payload.get())
-            .map_err(|e| ProjectionError::BadEvent {
-                position,
-                event_type: lean.event_type.to_string(),
-                reason: e,
-            })?;
+        let event = ApplicantEvent::from_payload_json(
+            &lean.event_type,
+            lean.schema_version,
+            lean.payload.get(),
+        )
+        .map_err(|e| ProjectionError::BadEvent {
+            position,
+            event_type: lean.event_type.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Some(DecodedEvent {
             global_position: lean.global_position,
             stream_id: lean.stream_id.into_owned(),
@@ -145,16 +149,6 @@ impl DecodedEvent {
             event,
         }))
     }
-}
-
-/// TEMPORARY until the domain decodes JSON text itself.
-fn decode_payload(
-    event_type: &str,
-    schema_version: u32,
-    payload: &str,
-) -> Result<ApplicantEvent, String> {
-    let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-    ApplicantEvent::from_payload(event_type, schema_version, &value).map_err(|e| e.to_string())
 }
 
 /// The fields of a stored envelope projections read, borrowed from the JSON where possible.

@@ -4,20 +4,28 @@
 //! [`crate::Rows`] as before. Afterwards every target holds the same checkpoint and the
 //! rebuild goes on with the short tail and the switch (`crate::rebuild`).
 //!
-//! The log is read one batch ahead: while the builders fold batch N on their threads, batch
-//! N+1 is read and decoded, its decoding split over several threads.
+//! The log is read ahead: while the builders fold earlier batches on their threads, the next
+//! one is read and decoded, its decoding split over several threads.
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use vetted_store::{EventStore, RecordedEvent};
+use vetted_store::{EventBatch, EventStore, JsonEvents, RecordedEvent};
 
-use crate::rebuild::{Batch, Target, Workers, REBUILD_BATCH};
+use crate::rebuild::{Batch, Target, Workers};
 use crate::run::{Run, RunWriter};
 use crate::{
     Builder, DecodedEvent, Digest, Generations, ProjectionError, RebuildProgress, RowSink, Table,
     CHECKPOINT_KEY,
 };
+
+/// Events per batch of the first pass: small enough that the builders, each walking the same
+/// batch at about the same time, find it in the processor's cache.
+const PASS_BATCH: usize = 8192;
+
+/// Batches handed to the threads and not yet applied by all of them.
+const IN_FLIGHT: usize = 4;
 
 /// Threads a batch's decoding is split over (the machine's cores, at most this many).
 const DECODE_THREADS: usize = 4;
@@ -74,7 +82,8 @@ pub(crate) async fn first_pass(
 }
 
 /// Reads and hands out batches until one is short of a full batch; returns the last position
-/// handed out (`None`: the log was empty).
+/// handed out (`None`: the log was empty). Up to [`IN_FLIGHT`] batches are handed out ahead
+/// of the slowest thread, so no thread waits for another's batch to end.
 async fn feed(
     store: &dyn EventStore,
     builders: &BuilderThreads,
@@ -85,37 +94,54 @@ async fn feed(
     let mut total = store.head().await?;
     let mut from = 1;
     let mut last = None;
-    let mut running: Option<(Vec<Ack>, usize, u64)> = None;
+    let mut in_flight: VecDeque<(Vec<Ack>, u64)> = VecDeque::new();
     loop {
-        let next = read(store, from, need_recorded).await;
-        if let Some((acks, count, position)) = running.take() {
-            for ack in acks {
-                ack.await.map_err(|_| {
-                    ProjectionError::Other("a rebuild thread stopped before its batch".into())
-                })??;
-            }
-            last = Some(position);
-            if position > total {
-                total = store.head().await?;
-            }
-            progress(RebuildProgress {
-                done: position,
-                total: total.max(position),
-            });
-            if count < REBUILD_BATCH {
-                return next.map(|_| last);
-            }
-        }
-        let Some(batch) = next? else {
-            return Ok(last);
+        let Some(batch) = read(store, from, need_recorded).await? else {
+            break;
         };
         from = batch.last + 1;
+        let short = batch.count < PASS_BATCH;
         let mut acks = builders.send(&batch.decoded)?;
         if let Some(recorded) = &batch.recorded {
             acks.extend(workers.send(recorded)?);
         }
-        running = Some((acks, batch.count, batch.last));
+        in_flight.push_back((acks, batch.last));
+        while in_flight.len() > IN_FLIGHT {
+            if let Some((acks, position)) = in_flight.pop_front() {
+                last = Some(applied(acks, position, &mut total, store, progress).await?);
+            }
+        }
+        if short {
+            break;
+        }
     }
+    while let Some((acks, position)) = in_flight.pop_front() {
+        last = Some(applied(acks, position, &mut total, store, progress).await?);
+    }
+    Ok(last)
+}
+
+/// Waits until every thread applied the batch ending at `position`, then reports progress.
+async fn applied(
+    acks: Vec<Ack>,
+    position: u64,
+    total: &mut u64,
+    store: &dyn EventStore,
+    progress: &mut (dyn FnMut(RebuildProgress) + Send),
+) -> Result<u64, ProjectionError> {
+    for ack in acks {
+        ack.await.map_err(|_| {
+            ProjectionError::Other("a rebuild thread stopped before its batch".into())
+        })??;
+    }
+    if position > *total {
+        *total = store.head().await?;
+    }
+    progress(RebuildProgress {
+        done: position,
+        total: (*total).max(position),
+    });
+    Ok(position)
 }
 
 /// A batch of the first pass.
@@ -130,19 +156,33 @@ struct PassBatch {
     last: u64,
 }
 
-/// Reads up to [`REBUILD_BATCH`] events from `from` and decodes them (`None`: none left).
+/// Reads up to [`PASS_BATCH`] events from `from` and decodes them (`None`: none left).
 async fn read(
     store: &dyn EventStore,
     from: u64,
     need_recorded: bool,
 ) -> Result<Option<PassBatch>, ProjectionError> {
-    let events = store.read_all(from, REBUILD_BATCH).await?;
-    let Some(last) = events.last().map(|e| e.global_position) else {
+    let batch = store.read_all_batch(from, PASS_BATCH).await?;
+    let Some(last) = batch.last_position() else {
         return Ok(None);
     };
-    let count = events.len();
-    let recorded = need_recorded.then(|| events.clone());
-    let decoded = decode_recorded(events).await?;
+    let count = batch.len();
+    let (decoded, recorded) = match batch {
+        EventBatch::Json(frames) => {
+            let frames = Arc::new(frames);
+            let decoded = decode_json(frames.clone()).await?;
+            let recorded = match need_recorded {
+                true => Some(decode_recorded_json(frames).await?),
+                false => None,
+            };
+            (decoded, recorded)
+        }
+        EventBatch::Decoded(events) => {
+            let recorded = need_recorded.then(|| events.clone());
+            let decoded = decode_recorded(events).await?;
+            (decoded, recorded)
+        }
+    };
     let recorded = match recorded {
         Some(events) => Some(Batch::decode(events).await?),
         None => None,
@@ -155,23 +195,61 @@ async fn read(
     }))
 }
 
+/// Parses the applicant events of stored JSON frames on several threads, keeping their order.
+async fn decode_json(frames: Arc<JsonEvents>) -> Result<Vec<DecodedEvent>, ProjectionError> {
+    let ranges: Vec<std::ops::Range<usize>> = frames
+        .split(decode_threads())
+        .iter()
+        .map(|part| part.indices())
+        .collect();
+    let tasks = ranges.into_iter().map(|range| {
+        let frames = frames.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(range.len());
+            for i in range {
+                let Some((position, json)) = frames.get(i) else {
+                    break;
+                };
+                if let Some(decoded) = DecodedEvent::from_json(position, json)? {
+                    out.push(decoded);
+                }
+            }
+            Ok::<_, ProjectionError>(out)
+        })
+    });
+    concat_parts(tasks.collect()).await
+}
+
+/// Every frame as a `RecordedEvent`, for the targets without a builder.
+async fn decode_recorded_json(
+    frames: Arc<JsonEvents>,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    tokio::task::spawn_blocking(move || frames.decode_all())
+        .await
+        .map_err(|e| ProjectionError::Other(format!("decoding a batch failed: {e}")))?
+        .map_err(ProjectionError::from)
+}
+
 /// Decodes the applicant events of `events` on several threads, keeping their order.
 async fn decode_recorded(events: Vec<RecordedEvent>) -> Result<Vec<DecodedEvent>, ProjectionError> {
-    let parts = split(events, decode_threads());
-    let tasks: Vec<_> = parts
-        .into_iter()
-        .map(|part| {
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(part.len());
-                for event in part {
-                    if let Some(decoded) = DecodedEvent::from_recorded(event)? {
-                        out.push(decoded);
-                    }
+    let tasks = split(events, decode_threads()).into_iter().map(|part| {
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(part.len());
+            for event in part {
+                if let Some(decoded) = DecodedEvent::from_recorded(event)? {
+                    out.push(decoded);
                 }
-                Ok::<_, ProjectionError>(out)
-            })
+            }
+            Ok::<_, ProjectionError>(out)
         })
-        .collect();
+    });
+    concat_parts(tasks.collect()).await
+}
+
+/// The decoded parts of a batch, in order.
+async fn concat_parts(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<DecodedEvent>, ProjectionError>>>,
+) -> Result<Vec<DecodedEvent>, ProjectionError> {
     let mut decoded = Vec::new();
     for task in tasks {
         let part = task
