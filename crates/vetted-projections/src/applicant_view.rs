@@ -10,11 +10,13 @@ use vetted_domain::{
     evolve, AppKey, Applicant, ApplicantEvent, ApplicantId, ApplicantStatus, Comment, Decision,
     Flow, StepState, Warning,
 };
-use vetted_store::{Actor, ActorKind, RecordedEvent};
+use vetted_store::{ActorKind, RecordedEvent};
 
 use crate::codec::{Reader, Writer};
 use crate::rows::{RowCodec, RowStore};
-use crate::{ApplicantFact, ApplicantProjection, Projection, ProjectionError, ReadModels, Table};
+use crate::{
+    ActorFact, ApplicantFact, ApplicantProjection, Projection, ProjectionError, ReadModels, Table,
+};
 
 /// Name of the applicant view projection.
 pub const APPLICANT_VIEW: &str = "applicant_view";
@@ -123,7 +125,11 @@ impl ApplicantFold {
 
     /// Folds one recorded event whose payload is already decoded.
     pub fn apply_decoded(&mut self, event: &RecordedEvent, domain_event: &ApplicantEvent) {
-        self.fold(event.recorded_at, &event.actor, domain_event);
+        self.fold(
+            event.recorded_at,
+            ActorFact::from(&event.actor),
+            domain_event,
+        );
     }
 
     /// Folds one applicant event.
@@ -131,7 +137,12 @@ impl ApplicantFold {
         self.fold(fact.recorded_at, fact.actor, fact.event);
     }
 
-    fn fold(&mut self, recorded_at: DateTime<Utc>, actor: &Actor, domain_event: &ApplicantEvent) {
+    fn fold(
+        &mut self,
+        recorded_at: DateTime<Utc>,
+        actor: ActorFact<'_>,
+        domain_event: &ApplicantEvent,
+    ) {
         self.applicant = evolve(std::mem::take(&mut self.applicant), domain_event);
         self.created_at.get_or_insert(recorded_at);
         self.updated_at = Some(recorded_at);
@@ -142,17 +153,18 @@ impl ApplicantFold {
         if matches!(actor.kind, ActorKind::Applicant | ActorKind::Api) && has_environment {
             // Most events come from where the previous one came from: copy only a change.
             let same = self.device.as_ref().is_some_and(|d| {
-                d.ip == actor.ip
-                    && d.user_agent == actor.user_agent
-                    && d.os == actor.os
-                    && d.browser == actor.browser
+                d.ip.as_deref() == actor.ip
+                    && d.user_agent.as_deref() == actor.user_agent
+                    && d.os.as_deref() == actor.os
+                    && d.browser.as_deref() == actor.browser
             });
             if !same {
+                let owned = |s: Option<&str>| s.map(str::to_string);
                 self.device = Some(Device {
-                    ip: actor.ip.clone(),
-                    user_agent: actor.user_agent.clone(),
-                    os: actor.os.clone(),
-                    browser: actor.browser.clone(),
+                    ip: owned(actor.ip),
+                    user_agent: owned(actor.user_agent),
+                    os: owned(actor.os),
+                    browser: owned(actor.browser),
                 });
             }
         }

@@ -68,8 +68,22 @@ pub(crate) struct BulkRows {
     /// Per-applicant rows, one map per row type, keyed by applicant id: no key is spelled
     /// out (or hashed in full) until the end.
     by_applicant: Vec<(TypeId, Box<dyn TypedMap>)>,
-    /// Rows written as bytes (`None`: removed).
-    raw: FxHashMap<Box<[u8]>, Option<Vec<u8>>>,
+    /// Rows written as bytes.
+    raw: FxHashMap<Box<[u8]>, RawRow>,
+}
+
+/// A row written as bytes.
+struct RawRow {
+    /// `None`: removed.
+    value: Option<Vec<u8>>,
+    /// The appender's note (see `RowStore::append_with_memo`).
+    memo: Option<u32>,
+}
+
+impl RawRow {
+    fn whole(value: Option<Vec<u8>>) -> Self {
+        RawRow { value, memo: None }
+    }
 }
 
 /// Encodes a row into a buffer.
@@ -283,7 +297,7 @@ impl BulkRows {
         let raw: Vec<(&[u8], &[u8])> = self
             .raw
             .iter()
-            .filter_map(|(k, v)| Some((&k[..], v.as_deref()?)))
+            .filter_map(|(k, v)| Some((&k[..], v.value.as_deref()?)))
             .collect();
         let mut cursors: Vec<Box<dyn RowCursor + '_>> =
             vec![Box::new(SortedRows::new(raw, copy_raw))];
@@ -351,9 +365,9 @@ impl BulkRows {
                     reason: "row updated as two different types".into(),
                 });
             }
-            let value = match self.raw.remove(key) {
-                Some(Some(bytes)) => Some(decode(key, &bytes)?),
-                Some(None) | None => None,
+            let value = match self.raw.remove(key).and_then(|row| row.value) {
+                Some(bytes) => Some(decode(key, &bytes)?),
+                None => None,
             };
             map_of::<Map<T>>(&mut self.typed[index].1)?
                 .rows
@@ -408,17 +422,18 @@ impl RowStore for BulkRows {
                 return encoded;
             }
         }
-        Ok(self.raw.get(key).cloned().flatten())
+        Ok(self.raw.get(key).and_then(|row| row.value.clone()))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.forget_typed(&key);
-        self.raw.insert(key.into_boxed_slice(), Some(value));
+        self.raw
+            .insert(key.into_boxed_slice(), RawRow::whole(Some(value)));
     }
 
     fn remove(&mut self, key: Vec<u8>) {
         self.forget_typed(&key);
-        self.raw.insert(key.into_boxed_slice(), None);
+        self.raw.insert(key.into_boxed_slice(), RawRow::whole(None));
     }
 
     fn update_applicant_row<T: RowCodec, R>(
@@ -469,21 +484,33 @@ impl RowStore for BulkRows {
         self.update_with(key, decode_json::<T>, encode_json_into::<T>, f)
     }
 
-    fn append_with(
+    fn append_with_memo(
         &mut self,
         key: &[u8],
-        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+        f: impl FnOnce(&mut Vec<u8>, &mut Option<u32>) -> Result<(), ProjectionError>,
     ) -> Result<(), ProjectionError> {
-        if let Some(Some(value)) = self.raw.get_mut(key) {
-            return f(value);
+        if let Some(RawRow {
+            value: Some(value),
+            memo,
+        }) = self.raw.get_mut(key)
+        {
+            return f(value, memo);
         }
         let mut value = match self.get(key)? {
             Some(value) => value,
             // A row that grows by appends (a timeline) grows from a useful size.
             None => Vec::with_capacity(APPENDED_ROW_CAPACITY),
         };
-        f(&mut value)?;
-        self.put(key.to_vec(), value);
+        let mut memo = None;
+        f(&mut value, &mut memo)?;
+        self.forget_typed(key);
+        self.raw.insert(
+            key.into(),
+            RawRow {
+                value: Some(value),
+                memo,
+            },
+        );
         Ok(())
     }
 }
@@ -507,12 +534,12 @@ mod tests {
         rows.update_json::<u64, _>(b"n", |n| *n = n.map(|n| n + 1))
             .unwrap();
         assert_eq!(rows.get(b"n").unwrap(), Some(b"6".to_vec()));
-        rows.append_with(b"a", |v| {
+        rows.append_with_memo(b"a", |v, _| {
             v.extend_from_slice(b"x");
             Ok(())
         })
         .unwrap();
-        rows.append_with(b"a", |v| {
+        rows.append_with_memo(b"a", |v, _| {
             v.extend_from_slice(b"y");
             Ok(())
         })

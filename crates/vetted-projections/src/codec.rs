@@ -95,6 +95,11 @@ impl<'a> Reader<'a> {
         Reader { bytes, at: 0, key }
     }
 
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> usize {
+        self.at
+    }
+
     /// Bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len().saturating_sub(self.at)
@@ -148,6 +153,13 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64, ProjectionError> {
+        // Most varints are one byte (lengths, versions, small counts).
+        if let Some(&b) = self.bytes.get(self.at) {
+            if b < 0x80 {
+                self.at += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let mut out = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;

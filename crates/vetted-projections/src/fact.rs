@@ -2,20 +2,52 @@
 //! from where, which version) and the payload decoded once into the domain event.
 //!
 //! The live runner builds an [`ApplicantFact`] from a [`RecordedEvent`]; a rebuild builds it
-//! from a [`DecodedEvent`], parsed from the stored JSON with only the fields projections read
-//! (the hashes and correlation ids are skipped, the payload goes straight into the domain
-//! event), because parsing the whole envelope was most of a rebuild's cost per event.
+//! from a [`DecodedEvent`], read from the stored JSON with only the fields projections read
+//! (`crate::stored`), its strings left in the batch's text rather than copied out, because
+//! reading envelopes was most of a rebuild's cost per event.
 use std::borrow::Cow;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vetted_domain::ApplicantEvent;
 use vetted_store::{Actor, ActorKind, RecordedEvent};
 
+use crate::stored::{self, Lean};
 use crate::ProjectionError;
 
 /// Prefix of every applicant stream id: `applicant-<uuid>`.
 const APPLICANT_STREAM: &str = "applicant-";
+
+/// Who caused an event and from where, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActorFact<'a> {
+    /// system, applicant, reviewer, api or admin.
+    pub kind: ActorKind,
+    /// Reviewer id, API key id, applicant id...
+    pub id: Option<&'a str>,
+    /// IP address.
+    pub ip: Option<&'a str>,
+    /// Raw user agent.
+    pub user_agent: Option<&'a str>,
+    /// Operating system.
+    pub os: Option<&'a str>,
+    /// Browser.
+    pub browser: Option<&'a str>,
+}
+
+impl<'a> From<&'a Actor> for ActorFact<'a> {
+    fn from(actor: &'a Actor) -> Self {
+        ActorFact {
+            kind: actor.kind,
+            id: actor.id.as_deref(),
+            ip: actor.ip.as_deref(),
+            user_agent: actor.user_agent.as_deref(),
+            os: actor.os.as_deref(),
+            browser: actor.browser.as_deref(),
+        }
+    }
+}
 
 /// One event of an applicant stream as the applicant read models see it.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +67,7 @@ pub struct ApplicantFact<'a> {
     /// The application (app key) the event belongs to.
     pub tenant: &'a str,
     /// Who did it, from where.
-    pub actor: &'a Actor,
+    pub actor: ActorFact<'a>,
     /// The payload, decoded.
     pub event: &'a ApplicantEvent,
 }
@@ -51,38 +83,89 @@ impl<'a> ApplicantFact<'a> {
             event_type: &recorded.event_type,
             recorded_at: recorded.recorded_at,
             tenant: &recorded.tenant,
-            actor: &recorded.actor,
+            actor: ActorFact::from(&recorded.actor),
             event,
         })
     }
 }
 
-/// An applicant event decoded for a rebuild: what an [`ApplicantFact`] borrows.
+/// A string of a decoded event: where it sits in its batch's text, or its own copy (a string
+/// the JSON spelled with escapes, or an event decoded from a `RecordedEvent`).
+#[derive(Debug, Clone)]
+enum Text {
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// `s`, as a span of `batch` when it lies in it.
+    fn of(s: Cow<'_, str>, batch: &str) -> Text {
+        if let Cow::Borrowed(b) = &s {
+            // Addresses only: a string borrowed from the batch's text lies within it.
+            let start = (b.as_ptr() as usize).wrapping_sub(batch.as_ptr() as usize);
+            if start <= batch.len() && b.len() <= batch.len() - start {
+                if let (Ok(start), Ok(len)) = (u32::try_from(start), u32::try_from(b.len())) {
+                    return Text::Span(start, len);
+                }
+            }
+        }
+        Text::Owned(s.into_owned().into_boxed_str())
+    }
+
+    fn owned(s: String) -> Text {
+        Text::Owned(s.into_boxed_str())
+    }
+
+    /// The string, given the batch's text it may be a span of.
+    fn get<'a>(&'a self, batch: &'a str) -> &'a str {
+        match self {
+            Text::Owned(s) => s,
+            Text::Span(start, len) => {
+                let (start, len) = (*start as usize, *len as usize);
+                batch.get(start..start + len).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// An applicant event decoded for a rebuild: what an [`ApplicantFact`] borrows, with its
+/// strings in the text of the batch it was read from.
 #[derive(Debug, Clone)]
 pub struct DecodedEvent {
     global_position: u64,
-    stream_id: String,
     stream_version: u64,
     event_id: Uuid,
-    event_type: String,
     recorded_at: DateTime<Utc>,
-    tenant: String,
-    actor: Actor,
+    /// The stream id without `applicant-`.
+    applicant_id: Text,
+    tenant: Text,
+    actor_kind: ActorKind,
+    /// id, ip, user agent, os, browser.
+    actor: [Option<Text>; 5],
     event: ApplicantEvent,
 }
 
 impl DecodedEvent {
-    /// The fact projections read.
-    pub fn fact(&self) -> ApplicantFact<'_> {
+    /// The fact projections read; `batch` is the text the event was read from (any text for
+    /// an event decoded from a `RecordedEvent`).
+    pub fn fact<'a>(&'a self, batch: &'a str) -> ApplicantFact<'a> {
+        let actor = |i: usize| self.actor[i].as_ref().map(|t| t.get(batch));
         ApplicantFact {
             global_position: self.global_position,
-            applicant_id: &self.stream_id[APPLICANT_STREAM.len()..],
+            applicant_id: self.applicant_id.get(batch),
             stream_version: self.stream_version,
             event_id: self.event_id,
-            event_type: &self.event_type,
+            event_type: self.event.event_type(),
             recorded_at: self.recorded_at,
-            tenant: &self.tenant,
-            actor: &self.actor,
+            tenant: self.tenant.get(batch),
+            actor: ActorFact {
+                kind: self.actor_kind,
+                id: actor(0),
+                ip: actor(1),
+                user_agent: actor(2),
+                os: actor(3),
+                browser: actor(4),
+            },
             event: &self.event,
         }
     }
@@ -94,130 +177,136 @@ impl DecodedEvent {
 
     /// Decodes a recorded event; `Ok(None)` for events of other streams.
     pub fn from_recorded(recorded: RecordedEvent) -> Result<Option<Self>, ProjectionError> {
-        if !recorded.stream_id.starts_with(APPLICANT_STREAM) {
+        let Some(id) = recorded.stream_id.strip_prefix(APPLICANT_STREAM) else {
             return Ok(None);
-        }
+        };
+        let applicant_id = Text::owned(id.to_string());
         let event = crate::applicant_view::decode(&recorded)?;
+        let Actor {
+            kind,
+            id,
+            ip,
+            user_agent,
+            os,
+            browser,
+        } = recorded.actor;
         Ok(Some(DecodedEvent {
             global_position: recorded.global_position,
-            stream_id: recorded.stream_id,
             stream_version: recorded.stream_version,
             event_id: recorded.event_id,
-            event_type: recorded.event_type,
             recorded_at: recorded.recorded_at,
-            tenant: recorded.tenant,
-            actor: recorded.actor,
+            applicant_id,
+            tenant: Text::owned(recorded.tenant),
+            actor_kind: kind,
+            actor: [id, ip, user_agent, os, browser].map(|s| s.map(Text::owned)),
             event,
         }))
     }
 
-    /// Decodes the stored JSON of the event at `position` (a `RecordedEvent`, as the store
-    /// keeps it); `Ok(None)` for events of other streams, whose payload is not read.
-    pub fn from_json(position: u64, json: &[u8]) -> Result<Option<Self>, ProjectionError> {
-        let bad = |reason: String| ProjectionError::BadEvent {
+    /// Decodes the stored JSON `frame` of the event at `position` (a `RecordedEvent`, as the
+    /// store keeps it), a slice of `batch`; `Ok(None)` for events of other streams, whose
+    /// payload is not read.
+    pub fn from_json(
+        position: u64,
+        frame: &str,
+        batch: &str,
+    ) -> Result<Option<Self>, ProjectionError> {
+        let bad = |event_type: &str, reason: String| ProjectionError::BadEvent {
             position,
-            event_type: String::new(),
+            event_type: event_type.to_string(),
             reason,
         };
-        // Validating UTF-8 once and parsing text is cheaper than parsing bytes, where every
-        // string is checked on its own.
-        let text = std::str::from_utf8(json).map_err(|e| bad(e.to_string()))?;
-        let lean: LeanEnvelope<'_> =
-            serde_json::from_str(text).map_err(|e| bad(format!("stored envelope: {e}")))?;
+        let decode = |lean: &Lean<'_>| {
+            ApplicantEvent::from_payload_json(&lean.event_type, lean.schema_version, lean.payload)
+        };
+        let (lean, decoded) = stored::read(frame, |lean| {
+            if !lean.stream_id.starts_with(APPLICANT_STREAM) {
+                return Some(None);
+            }
+            decode(lean).ok().map(Some)
+        })
+        .map_err(|e| bad("", format!("stored envelope: {e}")))?;
         if !lean.stream_id.starts_with(APPLICANT_STREAM) {
             return Ok(None);
         }
-        let event = ApplicantEvent::from_payload_json(
-            &lean.event_type,
-            lean.schema_version,
-            lean.payload.get(),
-        )
-        .map_err(|e| ProjectionError::BadEvent {
-            position,
-            event_type: lean.event_type.to_string(),
-            reason: e.to_string(),
-        })?;
+        let event = match decoded.flatten() {
+            Some(event) => event,
+            None => decode(&lean).map_err(|e| bad(&lean.event_type, e.to_string()))?,
+        };
+        let Lean {
+            global_position,
+            stream_id,
+            stream_version,
+            event_id,
+            recorded_at,
+            tenant,
+            actor,
+            ..
+        } = lean;
+        let Some(applicant_id) = strip_applicant(stream_id) else {
+            return Ok(None);
+        };
         Ok(Some(DecodedEvent {
-            global_position: lean.global_position,
-            stream_id: lean.stream_id.into_owned(),
-            stream_version: lean.stream_version,
-            event_id: lean.event_id,
-            event_type: lean.event_type.into_owned(),
-            recorded_at: lean.recorded_at.0,
-            tenant: lean.tenant.into_owned(),
-            actor: lean.actor.into_actor(),
+            global_position,
+            stream_version,
+            event_id,
+            recorded_at,
+            applicant_id: Text::of(applicant_id, batch),
+            tenant: Text::of(tenant, batch),
+            actor_kind: actor.kind,
+            actor: [
+                actor.id,
+                actor.ip,
+                actor.user_agent,
+                actor.os,
+                actor.browser,
+            ]
+            .map(|s| s.map(|s| Text::of(s, batch))),
             event,
         }))
     }
 }
 
-/// The fields of a stored envelope projections read, borrowed from the JSON where possible.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanEnvelope<'a> {
-    global_position: u64,
-    #[serde(borrow)]
-    stream_id: Cow<'a, str>,
-    stream_version: u64,
-    event_id: Uuid,
-    #[serde(borrow)]
-    event_type: Cow<'a, str>,
-    schema_version: u32,
-    recorded_at: RecordedAt,
-    #[serde(borrow)]
-    tenant: Cow<'a, str>,
-    #[serde(borrow)]
-    actor: LeanActor<'a>,
-    #[serde(borrow)]
-    payload: &'a serde_json::value::RawValue,
-    // The correlation ids and hashes are read past (serde skips unknown keys): projections
-    // do not show them.
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanActor<'a> {
-    kind: ActorKind,
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    ip: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    user_agent: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    os: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    browser: Option<Cow<'a, str>>,
-}
-
-impl LeanActor<'_> {
-    fn into_actor(self) -> Actor {
-        let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
-        Actor {
-            kind: self.kind,
-            id: owned(self.id),
-            ip: owned(self.ip),
-            user_agent: owned(self.user_agent),
-            os: owned(self.os),
-            browser: owned(self.browser),
-        }
+/// The applicant id of an applicant stream id, keeping it borrowed where it was.
+fn strip_applicant(stream_id: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    match stream_id {
+        Cow::Borrowed(s) => s.strip_prefix(APPLICANT_STREAM).map(Cow::Borrowed),
+        Cow::Owned(s) => s
+            .strip_prefix(APPLICANT_STREAM)
+            .map(|id| Cow::Owned(id.to_string())),
     }
 }
 
-/// A recorded-at time. Stores write RFC 3339, which `parse_from_rfc3339` reads in a sixth of
-/// the time chrono's general `FromStr` (what `DateTime`'s serde form uses) takes; anything
-/// else falls back to that general parser, so both read exactly the same texts.
-struct RecordedAt(DateTime<Utc>);
+/// The frames of a batch as one text: each frame's position and range in it.
+pub(crate) struct BatchText {
+    pub(crate) text: String,
+    pub(crate) frames: Vec<(u64, Range<usize>)>,
+}
 
-impl<'de> serde::Deserialize<'de> for RecordedAt {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(deserializer)?;
-        match DateTime::parse_from_rfc3339(&text) {
-            Ok(t) => Ok(RecordedAt(t.with_timezone(&Utc))),
-            Err(_) => text
-                .parse::<DateTime<Utc>>()
-                .map(RecordedAt)
-                .map_err(serde::de::Error::custom),
+impl BatchText {
+    /// Takes the frames' bytes as text, checked as UTF-8 once; a frame that is not UTF-8 is
+    /// damage, reported with its position.
+    pub(crate) fn of(frames: vetted_store::JsonEvents) -> Result<BatchText, ProjectionError> {
+        let (frames, bytes) = frames.into_parts();
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(BatchText { text, frames }),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                let (position, reason) = frames
+                    .iter()
+                    .find_map(|(position, range)| {
+                        let frame = bytes.get(range.clone())?;
+                        std::str::from_utf8(frame)
+                            .err()
+                            .map(|e| (*position, e.to_string()))
+                    })
+                    .unwrap_or((0, "not UTF-8".into()));
+                Err(ProjectionError::BadEvent {
+                    position,
+                    event_type: String::new(),
+                    reason: format!("stored envelope: {reason}"),
+                })
+            }
         }
     }
 }
@@ -227,8 +316,7 @@ mod tests {
     use super::*;
     use crate::sample;
 
-    #[test]
-    fn a_stored_envelope_decodes_to_the_same_fact_as_the_recorded_event() {
+    fn sample_events() -> Vec<RecordedEvent> {
         let mut rng = sample::Rng::new(21);
         let app = vetted_domain::AppKey(Uuid::from_u128(3));
         let flow = sample::kyc_basic();
@@ -236,11 +324,28 @@ mod tests {
         for _ in 0..30 {
             appends.extend(sample::lifecycle(&mut rng, app, &flow, Utc::now(), 2));
         }
-        let events = sample::record(&appends);
+        sample::record(&appends)
+    }
+
+    fn stored(events: &[RecordedEvent]) -> BatchText {
+        let mut frames = vetted_store::JsonEvents::new();
+        for event in events {
+            frames.push(event.global_position, &serde_json::to_vec(event).unwrap());
+        }
+        BatchText::of(frames).unwrap()
+    }
+
+    #[test]
+    fn a_stored_envelope_decodes_to_the_same_fact_as_the_recorded_event() {
+        let mut events = sample_events();
         assert!(events.len() > 200);
-        for recorded in &events {
-            let json = serde_json::to_vec(recorded).unwrap();
-            let parsed = DecodedEvent::from_json(recorded.global_position, &json)
+        // One envelope with escapes in its strings, read by serde rather than the scan.
+        events[7].actor.user_agent = Some("Mozilla \"quoted\" \\ é".into());
+        events[7].tenant = "tenant\twith a tab".into();
+        let batch = stored(&events);
+        for (recorded, (position, range)) in events.iter().zip(&batch.frames) {
+            let frame = &batch.text[range.clone()];
+            let parsed = DecodedEvent::from_json(*position, frame, &batch.text)
                 .unwrap()
                 .unwrap();
             let from_recorded = DecodedEvent::from_recorded(recorded.clone())
@@ -248,7 +353,7 @@ mod tests {
                 .unwrap();
             let domain = crate::applicant_view::decode(recorded).unwrap();
             let expected = ApplicantFact::of(recorded, &domain).unwrap();
-            for fact in [parsed.fact(), from_recorded.fact()] {
+            for fact in [parsed.fact(&batch.text), from_recorded.fact("")] {
                 assert_eq!(format!("{fact:?}"), format!("{expected:?}"));
             }
         }
@@ -256,34 +361,53 @@ mod tests {
 
     #[test]
     fn events_of_other_streams_are_skipped_and_damage_is_reported_with_its_position() {
-        let mut rng = sample::Rng::new(4);
-        let app = vetted_domain::AppKey(Uuid::from_u128(3));
-        let life = sample::lifecycle(&mut rng, app, &sample::kyc_basic(), Utc::now(), 0);
-        let mut recorded = sample::record(&life).remove(0);
+        let mut recorded = sample_events().remove(0);
         recorded.stream_id = format!("flow-{}", Uuid::from_u128(9));
         recorded.payload = serde_json::json!("not an applicant payload");
-        let json = serde_json::to_vec(&recorded).unwrap();
-        assert!(DecodedEvent::from_json(7, &json).unwrap().is_none());
+        let json = serde_json::to_string(&recorded).unwrap();
+        assert!(DecodedEvent::from_json(7, &json, &json).unwrap().is_none());
         assert!(DecodedEvent::from_recorded(recorded).unwrap().is_none());
-        for damaged in [&b"{\"globalPosition\":1"[..], b"\xff\xfe", b"[]"] {
-            let err = DecodedEvent::from_json(7, damaged).unwrap_err().to_string();
+        for damaged in ["{\"globalPosition\":1", "[]", "{}"] {
+            let err = DecodedEvent::from_json(7, damaged, damaged)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("position 7"), "{err}");
         }
+        // A payload the scan cut where serde would not: read again by serde, which errs.
+        let mut bad = sample_events().remove(2);
+        bad.payload = serde_json::json!({"attempt": "one"});
+        let json = serde_json::to_string(&bad).unwrap();
+        let err = DecodedEvent::from_json(3, &json, &json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("position 3") && err.contains(&bad.event_type),
+            "{err}"
+        );
+        let mut frames = vetted_store::JsonEvents::new();
+        frames.push(4, b"{\"ok\":1}");
+        frames.push(5, b"\xff\xfe");
+        let err = BatchText::of(frames).err().unwrap().to_string();
+        assert!(err.contains("position 5"), "{err}");
     }
 
     #[test]
     fn recorded_at_reads_every_text_chrono_reads() {
-        for text in [
+        let event = sample_events().remove(1);
+        let text = serde_json::to_string(&event).unwrap();
+        let written = serde_json::to_string(&event.recorded_at).unwrap();
+        for moment in [
             "2026-12-06T05:33:35.068984Z",
             "2026-12-06T05:33:35Z",
             "2026-12-06T06:33:35.1+01:00",
             "2026-12-06 05:33:35.068984Z",
         ] {
-            let json = serde_json::to_string(text).unwrap();
-            let fast: RecordedAt = serde_json::from_str(&json).unwrap();
-            let general: DateTime<Utc> = serde_json::from_str(&json).unwrap();
-            assert_eq!(fast.0, general, "{text}");
+            let general: DateTime<Utc> = moment.parse().unwrap();
+            let json = text.replacen(&written, &format!("\"{moment}\""), 1);
+            let decoded = DecodedEvent::from_json(1, &json, &json).unwrap().unwrap();
+            assert_eq!(decoded.recorded_at, general, "{moment}");
         }
-        assert!(serde_json::from_str::<RecordedAt>("\"yesterday\"").is_err());
+        let json = text.replacen(&written, "\"yesterday\"", 1);
+        assert!(DecodedEvent::from_json(1, &json, &json).is_err());
     }
 }

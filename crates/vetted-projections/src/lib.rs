@@ -27,6 +27,7 @@ pub mod run;
 mod runner;
 #[doc(hidden)]
 pub mod sample;
+mod stored;
 mod table;
 pub mod timeline;
 mod view_codec;
@@ -39,7 +40,7 @@ pub use reviewer_queue::{QueueEntry, ReviewerQueue};
 pub use timeline::{Timeline, TimelineEntry};
 
 pub use digest::{digest_table, digest_tree, Digest};
-pub use fact::{ApplicantFact, DecodedEvent};
+pub use fact::{ActorFact, ApplicantFact, DecodedEvent};
 pub use generation::{Generations, META_TREE};
 pub use read_models::{ProjectionStatus, ReadModels};
 pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};

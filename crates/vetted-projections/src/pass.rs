@@ -11,8 +11,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use vetted_store::{EventBatch, EventStore, JsonEvents, RecordedEvent};
+use vetted_store::{EventBatch, EventStore, RecordedEvent};
 
+use crate::fact::BatchText;
 use crate::rebuild::{Batch, Target, Workers};
 use crate::run::{Run, RunWriter};
 use crate::{
@@ -147,13 +148,25 @@ async fn applied(
 /// A batch of the first pass.
 struct PassBatch {
     /// Its applicant events, decoded for the builders.
-    decoded: Arc<Vec<DecodedEvent>>,
+    decoded: Arc<Decoded>,
     /// Every event as recorded, for the targets without a builder (`None`: there are none).
     recorded: Option<Batch>,
     /// Events in the batch.
     count: usize,
     /// Global position of its last event.
     last: u64,
+}
+
+/// The applicant events of a batch, decoded, and the text their strings are in.
+struct Decoded {
+    text: Option<Arc<BatchText>>,
+    events: Vec<DecodedEvent>,
+}
+
+impl Decoded {
+    fn text(&self) -> &str {
+        self.text.as_ref().map_or("", |t| t.text.as_str())
+    }
 }
 
 /// Reads up to [`PASS_BATCH`] events from `from` and decodes them (`None`: none left).
@@ -169,17 +182,24 @@ async fn read(
     let count = batch.len();
     let (decoded, recorded) = match batch {
         EventBatch::Json(frames) => {
-            let frames = Arc::new(frames);
-            let decoded = decode_json(frames.clone()).await?;
+            let text = Arc::new(BatchText::of(frames)?);
+            let events = decode_json(text.clone()).await?;
             let recorded = match need_recorded {
-                true => Some(decode_recorded_json(frames).await?),
+                true => Some(decode_recorded_json(text.clone()).await?),
                 false => None,
+            };
+            let decoded = Decoded {
+                text: Some(text),
+                events,
             };
             (decoded, recorded)
         }
         EventBatch::Decoded(events) => {
             let recorded = need_recorded.then(|| events.clone());
-            let decoded = decode_recorded(events).await?;
+            let decoded = Decoded {
+                text: None,
+                events: decode_recorded(events).await?,
+            };
             (decoded, recorded)
         }
     };
@@ -195,22 +215,19 @@ async fn read(
     }))
 }
 
-/// Parses the applicant events of stored JSON frames on several threads, keeping their order.
-async fn decode_json(frames: Arc<JsonEvents>) -> Result<Vec<DecodedEvent>, ProjectionError> {
-    let ranges: Vec<std::ops::Range<usize>> = frames
-        .split(decode_threads())
-        .iter()
-        .map(|part| part.indices())
-        .collect();
-    let tasks = ranges.into_iter().map(|range| {
-        let frames = frames.clone();
+/// Reads the applicant events of a batch's stored JSON on several threads, keeping their
+/// order.
+async fn decode_json(batch: Arc<BatchText>) -> Result<Vec<DecodedEvent>, ProjectionError> {
+    let frames = batch.frames.len();
+    let per_part = frames.div_ceil(decode_threads()).max(1);
+    let tasks = (0..frames).step_by(per_part).map(|start| {
+        let batch = batch.clone();
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(range.len());
-            for i in range {
-                let Some((position, json)) = frames.get(i) else {
-                    break;
-                };
-                if let Some(decoded) = DecodedEvent::from_json(position, json)? {
+            let end = (start + per_part).min(batch.frames.len());
+            let mut out = Vec::with_capacity(end - start);
+            for (position, range) in &batch.frames[start..end] {
+                let frame = batch.text.get(range.clone()).unwrap_or_default();
+                if let Some(decoded) = DecodedEvent::from_json(*position, frame, &batch.text)? {
                     out.push(decoded);
                 }
             }
@@ -222,12 +239,24 @@ async fn decode_json(frames: Arc<JsonEvents>) -> Result<Vec<DecodedEvent>, Proje
 
 /// Every frame as a `RecordedEvent`, for the targets without a builder.
 async fn decode_recorded_json(
-    frames: Arc<JsonEvents>,
+    batch: Arc<BatchText>,
 ) -> Result<Vec<RecordedEvent>, ProjectionError> {
-    tokio::task::spawn_blocking(move || frames.decode_all())
-        .await
-        .map_err(|e| ProjectionError::Other(format!("decoding a batch failed: {e}")))?
-        .map_err(ProjectionError::from)
+    tokio::task::spawn_blocking(move || {
+        batch
+            .frames
+            .iter()
+            .map(|(position, range)| {
+                let frame = batch.text.get(range.clone()).unwrap_or_default();
+                serde_json::from_str(frame).map_err(|e| ProjectionError::BadEvent {
+                    position: *position,
+                    event_type: String::new(),
+                    reason: format!("stored envelope: {e}"),
+                })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ProjectionError::Other(format!("decoding a batch failed: {e}")))?
 }
 
 /// Decodes the applicant events of `events` on several threads, keeping their order.
@@ -287,10 +316,7 @@ type Ack = oneshot::Receiver<Result<(), ProjectionError>>;
 
 /// What a builder thread is handed.
 enum Job {
-    Fold(
-        Arc<Vec<DecodedEvent>>,
-        oneshot::Sender<Result<(), ProjectionError>>,
-    ),
+    Fold(Arc<Decoded>, oneshot::Sender<Result<(), ProjectionError>>),
     /// The pass is over at this checkpoint (`None`: it failed, write nothing).
     Finish(Option<u64>),
 }
@@ -319,7 +345,7 @@ impl BuilderThreads {
     }
 
     /// Hands `events` to every builder; returns one acknowledgement per builder.
-    fn send(&self, events: &Arc<Vec<DecodedEvent>>) -> Result<Vec<Ack>, ProjectionError> {
+    fn send(&self, events: &Arc<Decoded>) -> Result<Vec<Ack>, ProjectionError> {
         let mut acks = Vec::new();
         for sender in &self.senders {
             let (done, ack) = oneshot::channel();
@@ -378,7 +404,11 @@ fn build(
     for job in jobs {
         match job {
             Job::Fold(events, done) => {
-                let outcome = events.iter().try_for_each(|e| builder.apply(&e.fact()));
+                let text = events.text();
+                let outcome = events
+                    .events
+                    .iter()
+                    .try_for_each(|e| builder.apply(&e.fact(text)));
                 let failed = outcome.is_err();
                 // The feeder may have given up already; the outcome then goes nowhere.
                 let _ = done.send(outcome);

@@ -382,11 +382,14 @@ pub(crate) trait RowStore {
     where
         T: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Lets `f` append to the value of `key` (empty if absent), which it may read first.
-    fn append_with(
+    /// Lets `f` append to the value of `key` (empty if absent), which it may read first. `f`
+    /// is also given a number the store keeps beside the row while it holds the row in memory
+    /// (`None` whenever the row was just read from storage or written whole): an appender's
+    /// note of where something is in the row.
+    fn append_with_memo(
         &mut self,
         key: &[u8],
-        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+        f: impl FnOnce(&mut Vec<u8>, &mut Option<u32>) -> Result<(), ProjectionError>,
     ) -> Result<(), ProjectionError>;
 
     /// Sets `key` to `value` encoded as JSON.
@@ -432,12 +435,12 @@ impl RowStore for Rows<'_> {
         Rows::update_json(self, key, f)
     }
 
-    fn append_with(
+    fn append_with_memo(
         &mut self,
         key: &[u8],
-        f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProjectionError>,
+        f: impl FnOnce(&mut Vec<u8>, &mut Option<u32>) -> Result<(), ProjectionError>,
     ) -> Result<(), ProjectionError> {
-        Rows::append_with(self, key, f)
+        Rows::append_with(self, key, |row| f(row, &mut None))
     }
 }
 

@@ -137,7 +137,7 @@ impl ApplicantProjection for TimelineProjection {
         let mut key = prefix(fact.tenant, fact.applicant_id);
         let first = fact.stream_version - fact.stream_version % CHUNK;
         key.extend_from_slice(&first.to_be_bytes());
-        rows.append_with(&key, |row| encode_entry(row, fact))
+        rows.append_with_memo(&key, |row, memo| encode_entry(row, memo, fact))
     }
 }
 
@@ -169,16 +169,31 @@ const ACTION_AS_TEXT: u8 = u8::MAX;
 /// [`TimelineEntry`], built straight from the event (no intermediate entry, no JSON). When
 /// the actor (kind, id, ip, user agent, os, browser) is the previous entry's, as for two
 /// thirds of the events, the entry says so in its tag instead of repeating ~80 bytes.
-fn encode_entry(row: &mut Vec<u8>, fact: &ApplicantFact<'_>) -> Result<(), ProjectionError> {
+///
+/// `memo`, if set, is where in the row the last entry that spells its actor out starts (what
+/// the row's store remembers between appends, so that finding that actor does not walk the
+/// whole row each time); it is set to that entry's start afterwards.
+fn encode_entry(
+    row: &mut Vec<u8>,
+    memo: &mut Option<u32>,
+    fact: &ApplicantFact<'_>,
+) -> Result<(), ProjectionError> {
     let actor = fact.actor;
-    let same_actor = last_actor(row)?.is_some_and(|last| {
+    let from = memo.map_or(0, |m| m as usize);
+    let last = last_actor(row, from.min(row.len()))?;
+    let same_actor = last.is_some_and(|(_, last)| {
         last.kind == actor_code(actor.kind)
-            && last.id == bytes(&actor.id)
-            && last.ip == bytes(&actor.ip)
-            && last.user_agent == bytes(&actor.user_agent)
-            && last.os == bytes(&actor.os)
-            && last.browser == bytes(&actor.browser)
+            && last.id == actor.id.map(str::as_bytes)
+            && last.ip == actor.ip.map(str::as_bytes)
+            && last.user_agent == actor.user_agent.map(str::as_bytes)
+            && last.os == actor.os.map(str::as_bytes)
+            && last.browser == actor.browser.map(str::as_bytes)
     });
+    let start = row.len();
+    *memo = match (same_actor, last) {
+        (true, Some((at, _))) => u32::try_from(at).ok(),
+        _ => u32::try_from(start).ok(),
+    };
     let mut w = Writer(row);
     if same_actor {
         w.u8(ENTRY_SAME_ACTOR).time(&fact.recorded_at);
@@ -188,13 +203,13 @@ fn encode_entry(row: &mut Vec<u8>, fact: &ApplicantFact<'_>) -> Result<(), Proje
         w.u8(ENTRY_TAG)
             .time(&fact.recorded_at)
             .u8(actor_code(actor.kind))
-            .opt_str(actor.id.as_deref());
+            .opt_str(actor.id);
         action(&mut w, fact.event_type);
         w.str(&fact.event.summary())
-            .opt_str(actor.ip.as_deref())
-            .opt_str(actor.user_agent.as_deref())
-            .opt_str(actor.os.as_deref())
-            .opt_str(actor.browser.as_deref());
+            .opt_str(actor.ip)
+            .opt_str(actor.user_agent)
+            .opt_str(actor.os)
+            .opt_str(actor.browser);
     }
     w.varint(fact.stream_version).uuid(&fact.event_id);
     Ok(())
@@ -233,15 +248,14 @@ struct LastActor<'a> {
     browser: Option<&'a [u8]>,
 }
 
-fn bytes(s: &Option<String>) -> Option<&[u8]> {
-    s.as_deref().map(str::as_bytes)
-}
-
-/// Walks a row's entries without building them; `None` for an empty row.
-fn last_actor(row: &[u8]) -> Result<Option<LastActor<'_>>, ProjectionError> {
+/// Walks a row's entries from byte `from` (where an entry starts) without building them:
+/// the start and actor of the last entry that spells its actor out, `None` if there is none.
+fn last_actor(row: &[u8], from: usize) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
     let mut r = Reader::new(b"timeline row", row);
+    r.skip(from)?;
     let mut last = None;
     while !r.is_done() {
+        let at = r.position();
         let tag = r.u8()?;
         r.skip_time()?;
         match tag {
@@ -250,14 +264,15 @@ fn last_actor(row: &[u8]) -> Result<Option<LastActor<'_>>, ProjectionError> {
                 let id = r.opt_bytes()?;
                 skip_action(&mut r)?;
                 r.skip_str()?;
-                last = Some(LastActor {
+                let actor = LastActor {
                     kind,
                     id,
                     ip: r.opt_bytes()?,
                     user_agent: r.opt_bytes()?,
                     os: r.opt_bytes()?,
                     browser: r.opt_bytes()?,
-                });
+                };
+                last = Some((at, actor));
             }
             ENTRY_SAME_ACTOR => {
                 skip_action(&mut r)?;
@@ -372,11 +387,16 @@ mod tests {
         }
         let events = sample::record(&appends);
         let mut row = Vec::new();
+        let mut memo = None;
         let mut expected = Vec::new();
         for event in &events {
             let domain_event = decode(event).unwrap();
             let fact = ApplicantFact::of(event, &domain_event).unwrap();
-            encode_entry(&mut row, &fact).unwrap();
+            // Half the appends remember where the last actor is, half walk the row.
+            if event.global_position % 2 == 0 {
+                memo = None;
+            }
+            encode_entry(&mut row, &mut memo, &fact).unwrap();
             expected.push(TimelineEntry::of(event).unwrap());
         }
         let mut items = Vec::new();
@@ -387,7 +407,8 @@ mod tests {
         for event in &events {
             let mut one = Vec::new();
             let domain_event = decode(event).unwrap();
-            encode_entry(&mut one, &ApplicantFact::of(event, &domain_event).unwrap()).unwrap();
+            let fact = ApplicantFact::of(event, &domain_event).unwrap();
+            encode_entry(&mut one, &mut None, &fact).unwrap();
             assert_eq!(one[0], ENTRY_TAG);
             full.extend(one);
         }

@@ -276,8 +276,16 @@ fn encode_step(w: &mut Writer<'_>, step: &StepState) {
     if data.is_null() {
         w.str("");
     } else {
-        // A JSON value always serializes.
-        w.str(&serde_json::to_string(data).unwrap_or_default());
+        // A JSON value always serializes; written once into a buffer kept for the purpose.
+        thread_local! {
+            static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        JSON.with_borrow_mut(|json| {
+            json.clear();
+            let _ = serde_json::to_writer(&mut *json, data);
+            w.varint(json.len() as u64);
+            w.0.extend_from_slice(json);
+        });
     }
     w.bool(*failed_for_good);
 }

@@ -136,6 +136,21 @@ impl JsonEvents {
         &self.bytes
     }
 
+    /// Every frame's global position and byte range in [`JsonEvents::bytes`], then the bytes
+    /// themselves, without copying them (a reader that checks the whole buffer as UTF-8 once
+    /// keeps it as one `String`).
+    pub fn into_parts(self) -> (Vec<(u64, Range<usize>)>, Vec<u8>) {
+        let frames = (0..self.len())
+            .map(|i| {
+                (
+                    self.frames[i].position,
+                    self.start_of(i)..self.frames[i].end,
+                )
+            })
+            .collect();
+        (frames, self.bytes)
+    }
+
     fn start_of(&self, i: usize) -> usize {
         match i.checked_sub(1) {
             Some(previous) => self.frames.get(previous).map_or(0, |f| f.end),
