@@ -132,11 +132,32 @@ fn created_suffix(created_at: DateTime<Utc>, id: &ApplicantId) -> Vec<u8> {
 }
 
 fn status_prefix(app: &str, status: ApplicantStatus) -> Vec<u8> {
-    format!("s/{app}/{}/", status.as_str()).into_bytes()
+    key([
+        b"s/",
+        app.as_bytes(),
+        b"/",
+        status.as_str().as_bytes(),
+        b"/",
+    ])
 }
 
 fn external_prefix(app: &str, external_user_id: &str) -> Vec<u8> {
-    format!("x/{app}/{external_user_id}\0").into_bytes()
+    key([
+        b"x/",
+        app.as_bytes(),
+        b"/",
+        external_user_id.as_bytes(),
+        b"\0",
+    ])
+}
+
+/// The parts one after the other, with room for the sort suffix.
+fn key<const N: usize>(parts: [&[u8]; N]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + SUFFIX_LEN);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
 }
 
 /// Prefix of an applicant's entry row: `i/<id>`.

@@ -246,6 +246,38 @@ fn flow_key(flow_json: &[u8]) -> String {
     format!("flow/{}", hex::encode(&digest[..16]))
 }
 
+/// The key and JSON of the row of `flow`. Most applicants of a log are pinned to one of a
+/// few flows, so the last flow a thread encoded is kept and reused when the next is the same
+/// (its JSON then is too: equal fields, float bits included).
+fn flow_row_of(flow: &Flow) -> Result<(String, Vec<u8>), ProjectionError> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Flow, String, Vec<u8>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((cached, key, json)) = last.as_ref() {
+            if same_flow(cached, flow) {
+                return Ok((key.clone(), json.clone()));
+            }
+        }
+        let json = crate::rows::encode_json(flow)?;
+        let key = flow_key(&json);
+        *last = Some((flow.clone(), key.clone(), json.clone()));
+        Ok((key, json))
+    })
+}
+
+/// Whether two flows serialize to the same JSON: equal, and their floats equal bit for bit
+/// (`==` takes `0.0` for `-0.0`, which JSON spells differently).
+fn same_flow(a: &Flow, b: &Flow) -> bool {
+    a == b
+        && a.settings.face_match_threshold.to_bits() == b.settings.face_match_threshold.to_bits()
+        && a.steps
+            .iter()
+            .zip(&b.steps)
+            .all(|(x, y)| x.threshold.map(f64::to_bits) == y.threshold.map(f64::to_bits))
+}
+
 /// Layout tag of a view row.
 const VIEW_TAG: u8 = 6;
 
@@ -256,7 +288,8 @@ const VIEW_TAG: u8 = 6;
 /// all in the compact layout of `crate::codec`: about 40 % of the fold's JSON.
 #[derive(Default)]
 struct ViewRow {
-    /// The fold; its flow is `None` when read back from the tree until the caller loads it.
+    /// The fold; its flow is `None` but while an event that needs it is applied (it lives in
+    /// its own row).
     fold: ApplicantFold,
     /// Key of the flow's row.
     flow_key: Option<String>,
@@ -316,8 +349,7 @@ impl ApplicantProjection for ApplicantViewProjection {
         let pinned = match fact.event {
             ApplicantEvent::ApplicantCreated { flow, .. }
             | ApplicantEvent::FlowChanged { flow, .. } => {
-                let json = crate::rows::encode_json(flow)?;
-                let flow_key = flow_key(&json);
+                let (flow_key, json) = flow_row_of(flow)?;
                 rows.put(flow_key.clone().into_bytes(), json);
                 Some(flow_key)
             }
@@ -328,14 +360,19 @@ impl ApplicantProjection for ApplicantViewProjection {
             if pinned.is_some() {
                 row.flow_key = pinned;
             }
+            // The flow stays in its own row: `evolve` reads it for two kinds of event only,
+            // which load it (below). Rows in memory (a batch's, a rebuild's) stay small.
+            row.fold.applicant.flow = None;
         };
+        let needs_flow = matches!(
+            fact.event,
+            ApplicantEvent::StepReactivated { .. } | ApplicantEvent::FlowRestarted { .. }
+        );
         let id = fact.applicant_id;
-        // A row read back from the tree comes without its flow (`evolve` needs it): such a
-        // row is left as it is and its flow loaded first.
         let missing = rows.update_applicant_row::<ViewRow, _>(VIEW_PREFIX, id, |row| {
             let row = row.get_or_insert_with(ViewRow::default);
             match (&row.fold.applicant.flow, &row.flow_key) {
-                (None, Some(flow_key)) => Some((flow_key.clone(), pinned.clone())),
+                (None, Some(flow_key)) if needs_flow => Some((flow_key.clone(), pinned.clone())),
                 _ => {
                     apply(row, pinned.clone());
                     None
@@ -427,6 +464,29 @@ pub fn read_models() -> Vec<Arc<dyn Projection>> {
 mod tests {
     use super::*;
     use crate::sample;
+
+    #[test]
+    fn a_flow_is_reused_only_when_its_json_would_be_the_same() {
+        let flow = sample::kyc_basic();
+        let (key, json) = flow_row_of(&flow).unwrap();
+        assert_eq!(json, crate::rows::encode_json(&flow).unwrap());
+        assert_eq!(flow_row_of(&flow.clone()).unwrap().0, key);
+        let mut negative_zero = flow.clone();
+        negative_zero.settings.face_match_threshold = -0.0;
+        let mut zero = negative_zero.clone();
+        zero.settings.face_match_threshold = 0.0;
+        assert!(zero == negative_zero && !same_flow(&zero, &negative_zero));
+        for f in [&zero, &negative_zero, &zero] {
+            let (key, json) = flow_row_of(f).unwrap();
+            assert_eq!(json, crate::rows::encode_json(f).unwrap());
+            assert_eq!(key, flow_key(&json));
+        }
+        let mut step = flow.clone();
+        step.steps[2].threshold = Some(-0.0);
+        let mut other = flow.clone();
+        other.steps[2].threshold = Some(0.0);
+        assert!(!same_flow(&step, &other));
+    }
 
     #[test]
     fn payloads_decode_in_place_and_from_their_text_exactly_as_serde_reads_their_tagged_form() {

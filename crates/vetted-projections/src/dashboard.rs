@@ -149,7 +149,12 @@ fn print_day(t: DateTime<Utc>) -> String {
 const TRACKED_PREFIX: &str = "ap/";
 
 fn day_key(app: &str, day: &str) -> String {
-    format!("d/{app}/{day}")
+    let mut key = String::with_capacity(app.len() + day.len() + 3);
+    key.push_str("d/");
+    key.push_str(app);
+    key.push('/');
+    key.push_str(day);
+    key
 }
 
 /// The dashboard projection.

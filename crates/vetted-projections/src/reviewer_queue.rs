@@ -151,6 +151,17 @@ impl ApplicantProjection for ReviewerQueueProjection {
                     return None;
                 }
                 let t = row.as_mut()?;
+                // Only these events can move the applicant in or out of a queue.
+                if !matches!(
+                    fact.event,
+                    ApplicantEvent::StatusChanged { .. }
+                        | ApplicantEvent::ReviewerAssigned { .. }
+                        | ApplicantEvent::ReviewerUnassigned { .. }
+                        | ApplicantEvent::WarningRaised { .. }
+                        | ApplicantEvent::WarningResolved { .. }
+                ) {
+                    return None;
+                }
                 let before = t.queue_row();
                 match fact.event {
                     ApplicantEvent::StatusChanged { to, .. } => t.status = *to,

@@ -61,6 +61,42 @@ const CRC_LEN: usize = 4;
 const BLOCK_TARGET: usize = 8 * 1024;
 /// The writer's buffer: blocks reach the file in large writes.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes written between two background syncs: by the time the run is finished, most of it
+/// is on disk already and the final sync waits only for the rest.
+const SYNC_AHEAD: u64 = 16 << 20;
+
+/// A thread syncing a file being written, when asked (asks made while it syncs count once).
+struct Syncer {
+    asks: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(file: File) -> Syncer {
+        let (asks, asked) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                while asked.try_recv().is_ok() {}
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        Syncer { asks, thread }
+    }
+
+    fn ask(&self) {
+        // A syncer that stopped on an error reports it at `finish`.
+        let _ = self.asks.send(());
+    }
+
+    /// Waits for the syncs asked for; the first error, if any.
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.asks);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the syncing thread failed")))
+    }
+}
 
 /// What a reader finds under a key of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +235,10 @@ pub struct RunWriter {
     /// Bytes written so far (where the next block starts).
     offset: u64,
     entries: u64,
+    /// Syncs the file in the background while it is being written.
+    syncer: Option<Syncer>,
+    /// Where the last background sync was asked for.
+    synced_to: u64,
     /// A write failed: the file is incomplete and the writer refuses to go on.
     failed: bool,
 }
@@ -224,6 +264,8 @@ impl RunWriter {
             blocks: 0,
             offset: 0,
             entries: 0,
+            syncer: None,
+            synced_to: 0,
             failed: false,
         })
     }
@@ -318,7 +360,34 @@ impl RunWriter {
         self.blocks += 1;
         self.block = block;
         self.block.clear();
-        written
+        written?;
+        if self.offset - self.synced_to >= SYNC_AHEAD {
+            self.sync_ahead()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is written so far to the kernel and asks the background syncer to sync it.
+    fn sync_ahead(&mut self) -> Result<(), ProjectionError> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        if let Err(e) = out.flush() {
+            self.failed = true;
+            return Err(io_error(&self.tmp, "cannot be written", e));
+        }
+        if self.syncer.is_none() {
+            let file = out
+                .get_ref()
+                .try_clone()
+                .map_err(|e| io_error(&self.tmp, "cannot be synced", e))?;
+            self.syncer = Some(Syncer::start(file));
+        }
+        if let Some(syncer) = &self.syncer {
+            syncer.ask();
+        }
+        self.synced_to = self.offset;
+        Ok(())
     }
 
     /// Writes the last block, the index and the footer, syncs the file, renames it to its
@@ -359,6 +428,11 @@ impl RunWriter {
         let file = out
             .into_inner()
             .map_err(|e| io_error(&self.tmp, "cannot be written", e.into_error()))?;
+        if let Some(syncer) = self.syncer.take() {
+            syncer
+                .finish()
+                .map_err(|e| io_error(&self.tmp, "cannot be synced", e))?;
+        }
         file.sync_all()
             .map_err(|e| io_error(&self.tmp, "cannot be synced", e))?;
         drop(file);

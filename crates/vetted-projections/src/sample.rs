@@ -371,6 +371,18 @@ pub fn lifecycle(
                 ActorKind::Reviewer,
             );
         }
+        if life.rng.chance(0.03) {
+            // A provider outage: the step is taken out of the flow for a while.
+            let step = StepType::Aml;
+            life.run(
+                Command::DeactivateStep {
+                    step,
+                    reason: Some("provider outage".into()),
+                },
+                ActorKind::Api,
+            );
+            life.run(Command::ReactivateStep { step }, ActorKind::Api);
+        }
         if round == 0 && life.rng.chance(0.05) {
             life.run(Command::RestartFlow, ActorKind::Api);
         } else {

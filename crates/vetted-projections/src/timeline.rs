@@ -179,8 +179,11 @@ fn encode_entry(
     fact: &ApplicantFact<'_>,
 ) -> Result<(), ProjectionError> {
     let actor = fact.actor;
-    let from = memo.map_or(0, |m| m as usize);
-    let last = last_actor(row, from.min(row.len()))?;
+    let last = match *memo {
+        // Every entry after the remembered one names the same actor: read that one only.
+        Some(at) => actor_at(row, at as usize)?,
+        None => last_actor(row)?,
+    };
     let same_actor = last.is_some_and(|(_, last)| {
         last.kind == actor_code(actor.kind)
             && last.id == actor.id.map(str::as_bytes)
@@ -248,42 +251,59 @@ struct LastActor<'a> {
     browser: Option<&'a [u8]>,
 }
 
-/// Walks a row's entries from byte `from` (where an entry starts) without building them:
-/// the start and actor of the last entry that spells its actor out, `None` if there is none.
-fn last_actor(row: &[u8], from: usize) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
+/// Walks a row's entries without building them: the start and actor of the last entry that
+/// spells its actor out, `None` if there is none.
+fn last_actor(row: &[u8]) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
     let mut r = Reader::new(b"timeline row", row);
-    r.skip(from)?;
     let mut last = None;
     while !r.is_done() {
         let at = r.position();
-        let tag = r.u8()?;
-        r.skip_time()?;
-        match tag {
-            ENTRY_TAG => {
-                let kind = r.u8()?;
-                let id = r.opt_bytes()?;
-                skip_action(&mut r)?;
-                r.skip_str()?;
-                let actor = LastActor {
-                    kind,
-                    id,
-                    ip: r.opt_bytes()?,
-                    user_agent: r.opt_bytes()?,
-                    os: r.opt_bytes()?,
-                    browser: r.opt_bytes()?,
-                };
-                last = Some((at, actor));
-            }
-            ENTRY_SAME_ACTOR => {
-                skip_action(&mut r)?;
-                r.skip_str()?;
-            }
-            other => return Err(r.error(format_args!("unknown timeline entry {other}"))),
+        if let Some(actor) = read_entry(&mut r)? {
+            last = Some((at, actor));
         }
-        r.varint()?;
-        r.skip(16)?;
     }
     Ok(last)
+}
+
+/// The actor of the entry that starts at byte `at` of `row`, which spells it out.
+fn actor_at(row: &[u8], at: usize) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
+    let mut r = Reader::new(b"timeline row", row);
+    r.skip(at)?;
+    match read_entry(&mut r)? {
+        Some(actor) => Ok(Some((at, actor))),
+        None => Err(r.error("the remembered entry does not name its actor")),
+    }
+}
+
+/// Reads past one entry; its actor if it spells it out.
+fn read_entry<'a>(r: &mut Reader<'a>) -> Result<Option<LastActor<'a>>, ProjectionError> {
+    let tag = r.u8()?;
+    r.skip_time()?;
+    let actor = match tag {
+        ENTRY_TAG => {
+            let kind = r.u8()?;
+            let id = r.opt_bytes()?;
+            skip_action(r)?;
+            r.skip_str()?;
+            Some(LastActor {
+                kind,
+                id,
+                ip: r.opt_bytes()?,
+                user_agent: r.opt_bytes()?,
+                os: r.opt_bytes()?,
+                browser: r.opt_bytes()?,
+            })
+        }
+        ENTRY_SAME_ACTOR => {
+            skip_action(r)?;
+            r.skip_str()?;
+            None
+        }
+        other => return Err(r.error(format_args!("unknown timeline entry {other}"))),
+    };
+    r.varint()?;
+    r.skip(16)?;
+    Ok(actor)
 }
 
 fn skip_action(r: &mut Reader<'_>) -> Result<(), ProjectionError> {

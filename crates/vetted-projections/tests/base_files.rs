@@ -102,6 +102,18 @@ async fn a_rebuild_into_base_files_serves_what_the_live_fold_serves_before_and_a
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("log")).unwrap());
     let appends = sample::population(31, app(), 160, Utc::now(), 3);
+    let types: BTreeSet<&str> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(|e| e.event_type.as_str()))
+        .collect();
+    for rare in [
+        "StepReactivated",
+        "FlowRestarted",
+        "WarningResolved",
+        "ReviewerUnassigned",
+    ] {
+        assert!(types.contains(rare), "{rare} in {types:?}");
+    }
     let ids = applicants(&appends);
     let quarter = appends.len() / 4;
     let (before, rest) = appends.split_at(2 * quarter);
