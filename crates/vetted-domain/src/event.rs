@@ -226,20 +226,28 @@ impl ApplicantEvent {
 
     /// One readable line for the timeline, e.g. `document_check passed (attempt 1)`.
     pub fn summary(&self) -> String {
+        let mut line = String::new();
+        // Writing into a `String` cannot fail.
+        let _ = self.write_summary(&mut line);
+        line
+    }
+
+    /// Writes [`ApplicantEvent::summary`] to `out` (a rebuild writes millions of them into
+    /// one buffer instead of a string each).
+    pub fn write_summary(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         match self {
             ApplicantEvent::ApplicantCreated {
                 external_user_id,
                 flow,
                 ..
-            } => {
-                format!(
-                    "applicant created for {external_user_id} with flow {}",
-                    flow.label()
-                )
-            }
-            ApplicantEvent::VerificationStarted {} => "verification started".to_string(),
+            } => write!(
+                out,
+                "applicant created for {external_user_id} with flow {} v{}",
+                flow.name, flow.version
+            ),
+            ApplicantEvent::VerificationStarted {} => out.write_str("verification started"),
             ApplicantEvent::StepPassed { step, attempt, .. } => {
-                format!("{step} passed (attempt {attempt})")
+                write!(out, "{step} passed (attempt {attempt})")
             }
             ApplicantEvent::StepFailed {
                 step,
@@ -249,95 +257,210 @@ impl ApplicantEvent {
                 reason,
                 ..
             } => {
-                let of = max_attempts.map(|m| format!(" of {m}")).unwrap_or_default();
-                let last = if *is_final { ", no attempt left" } else { "" };
-                let why = reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default();
-                format!("{step} failed (attempt {attempt}{of}{last}){why}")
+                write!(out, "{step} failed (attempt {attempt}")?;
+                if let Some(m) = max_attempts {
+                    write!(out, " of {m}")?;
+                }
+                if *is_final {
+                    out.write_str(", no attempt left")?;
+                }
+                out.write_str(")")?;
+                match reason {
+                    Some(r) => write!(out, ": {r}"),
+                    None => Ok(()),
+                }
             }
             ApplicantEvent::StepDeactivated { step, reason } => match reason {
-                Some(reason) => format!("{step} deactivated: {reason}"),
-                None => format!("{step} deactivated"),
+                Some(reason) => write!(out, "{step} deactivated: {reason}"),
+                None => write!(out, "{step} deactivated"),
             },
-            ApplicantEvent::StepReactivated { step } => format!("{step} reactivated"),
+            ApplicantEvent::StepReactivated { step } => write!(out, "{step} reactivated"),
             ApplicantEvent::WarningRaised { code, message, .. } => {
-                format!("warning {code} raised: {message}")
+                write!(out, "warning {code} raised: {message}")
             }
             ApplicantEvent::WarningResolved {
                 warning_id,
                 comment,
             } => match comment {
-                Some(comment) => format!("warning {warning_id} resolved: {comment}"),
-                None => format!("warning {warning_id} resolved"),
+                Some(comment) => write!(out, "warning {warning_id} resolved: {comment}"),
+                None => write!(out, "warning {warning_id} resolved"),
             },
             ApplicantEvent::ReviewerAssigned { reviewer_id } => {
-                format!("reviewer {reviewer_id} assigned")
+                write!(out, "reviewer {reviewer_id} assigned")
             }
             ApplicantEvent::ReviewerUnassigned { reviewer_id } => {
-                format!("reviewer {reviewer_id} unassigned")
+                write!(out, "reviewer {reviewer_id} unassigned")
             }
             ApplicantEvent::CommentAdded { text, author, .. } => match author {
-                Some(author) => format!("comment by {author}: {text}"),
-                None => format!("comment: {text}"),
+                Some(author) => write!(out, "comment by {author}: {text}"),
+                None => write!(out, "comment: {text}"),
             },
             ApplicantEvent::ApplicantApproved {
                 reviewer_id,
                 reasons,
                 ..
             } => {
-                let by = reviewer_id
-                    .as_deref()
-                    .map_or("automatically".to_string(), |r| format!("by {r}"));
-                with_reasons(format!("approved {by}"), reasons)
+                match reviewer_id {
+                    Some(r) => write!(out, "approved by {r}")?,
+                    None => out.write_str("approved automatically")?,
+                }
+                write_reasons(out, reasons)
             }
             ApplicantEvent::ApplicantDeclined {
                 reviewer_id,
                 reasons,
                 ..
-            } => with_reasons(format!("declined by {reviewer_id}"), reasons),
+            } => {
+                write!(out, "declined by {reviewer_id}")?;
+                write_reasons(out, reasons)
+            }
             ApplicantEvent::FlowRestarted { kept_steps } => {
-                format!("flow restarted{}", kept(kept_steps))
+                out.write_str("flow restarted")?;
+                write_kept(out, kept_steps)
             }
             ApplicantEvent::FlowChanged { flow, kept_steps } => {
-                format!("flow changed to {}{}", flow.label(), kept(kept_steps))
+                write!(out, "flow changed to {} v{}", flow.name, flow.version)?;
+                write_kept(out, kept_steps)
             }
             ApplicantEvent::StatusChanged { from, to, reason } => {
-                format!("status {from} → {to}: {reason}")
+                write!(out, "status {from} → {to}: {reason}")
             }
-            ApplicantEvent::DeletionScheduled { purge_after } => {
-                format!(
-                    "deletion scheduled: data purged after {}",
-                    purge_after.to_rfc3339()
-                )
-            }
-            ApplicantEvent::DeletionCancelled {} => "deletion cancelled".to_string(),
+            ApplicantEvent::DeletionScheduled { purge_after } => write!(
+                out,
+                "deletion scheduled: data purged after {}",
+                purge_after.to_rfc3339()
+            ),
+            ApplicantEvent::DeletionCancelled {} => out.write_str("deletion cancelled"),
         }
     }
 }
 
-fn with_reasons(line: String, reasons: &[String]) -> String {
-    if reasons.is_empty() {
-        line
-    } else {
-        format!("{line}: {}", reasons.join(", "))
+fn write_reasons(out: &mut impl std::fmt::Write, reasons: &[String]) -> std::fmt::Result {
+    for (i, reason) in reasons.iter().enumerate() {
+        out.write_str(if i == 0 { ": " } else { ", " })?;
+        out.write_str(reason)?;
     }
+    Ok(())
 }
 
-fn kept(steps: &[StepType]) -> String {
+fn write_kept(out: &mut impl std::fmt::Write, steps: &[StepType]) -> std::fmt::Result {
     if steps.is_empty() {
-        ", no step kept".to_string()
-    } else {
-        let names: Vec<&str> = steps.iter().map(StepType::as_str).collect();
-        format!(", kept {}", names.join(", "))
+        return out.write_str(", no step kept");
     }
+    for (i, step) in steps.iter().enumerate() {
+        out.write_str(if i == 0 { ", kept " } else { ", " })?;
+        out.write_str(step.as_str())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_summary_reads_as_the_timeline_shows_it() {
+        let at = chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        let flow = Flow {
+            id: Uuid::nil(),
+            name: "kyc-basic".into(),
+            version: 2,
+            steps: vec![],
+            settings: crate::flow::FlowSettings::default(),
+        };
+        let w = WarningId(Uuid::from_u128(1));
+        let cases = [
+            (
+                ApplicantEvent::ApplicantCreated {
+                    applicant_id: ApplicantId(Uuid::nil()),
+                    app_key: AppKey(Uuid::nil()),
+                    external_user_id: "user-1".into(),
+                    email: None,
+                    phone: None,
+                    lang: None,
+                    flow: flow.clone(),
+                },
+                "applicant created for user-1 with flow kyc-basic v2",
+            ),
+            (
+                ApplicantEvent::StepFailed {
+                    step: StepType::Liveness,
+                    attempt: 3,
+                    max_attempts: Some(3),
+                    is_final: true,
+                    reason: Some("blurry".into()),
+                    data: serde_json::Value::Null,
+                },
+                "liveness failed (attempt 3 of 3, no attempt left): blurry",
+            ),
+            (
+                ApplicantEvent::StepFailed {
+                    step: StepType::Liveness,
+                    attempt: 1,
+                    max_attempts: None,
+                    is_final: false,
+                    reason: None,
+                    data: serde_json::Value::Null,
+                },
+                "liveness failed (attempt 1)",
+            ),
+            (
+                ApplicantEvent::ApplicantApproved {
+                    reviewer_id: None,
+                    automatic: true,
+                    reasons: vec![],
+                    comment: None,
+                    decided_at: at,
+                },
+                "approved automatically",
+            ),
+            (
+                ApplicantEvent::ApplicantApproved {
+                    reviewer_id: Some("rev-1".into()),
+                    automatic: false,
+                    reasons: vec!["a".into(), "b".into()],
+                    comment: None,
+                    decided_at: at,
+                },
+                "approved by rev-1: a, b",
+            ),
+            (
+                ApplicantEvent::ApplicantDeclined {
+                    reviewer_id: "rev-2".into(),
+                    reasons: vec!["fraud".into()],
+                    comment: None,
+                    decided_at: at,
+                },
+                "declined by rev-2: fraud",
+            ),
+            (
+                ApplicantEvent::FlowRestarted { kept_steps: vec![] },
+                "flow restarted, no step kept",
+            ),
+            (
+                ApplicantEvent::FlowChanged {
+                    flow,
+                    kept_steps: vec![StepType::DocumentCheck, StepType::Liveness],
+                },
+                "flow changed to kyc-basic v2, kept document_check, liveness",
+            ),
+            (
+                ApplicantEvent::WarningResolved {
+                    warning_id: w,
+                    comment: Some("ok".into()),
+                },
+                "warning 00000000-0000-0000-0000-000000000001 resolved: ok",
+            ),
+            (
+                ApplicantEvent::DeletionScheduled { purge_after: at },
+                "deletion scheduled: data purged after 2025-11-24T16:00:00+00:00",
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(event.summary(), expected);
+        }
+    }
 
     #[test]
     fn payloads_have_no_type_key_and_round_trip() {

@@ -113,17 +113,8 @@ fn bench_rebuild(c: &mut Criterion) {
     let store = runtime.block_on(generated_store(events));
     let head = runtime.block_on(store.head()).unwrap();
 
-    // One timed run: at 1M events a criterion sample set (11 rebuilds) would occupy the
-    // shared 2-core machine for many minutes. Criterion times a smaller log below.
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let read_models = ReadModels::open_in(db, runs.path()).unwrap();
-    let only = std::env::var("VETTED_BENCH_ONLY").ok();
-    let names: Vec<&str> = read_models
-        .names()
-        .into_iter()
-        .filter(|n| only.as_deref().is_none_or(|o| o == *n))
-        .collect();
+    // Timed runs of their own: at 1M events a criterion sample set (11 rebuilds) would
+    // occupy the shared 2-core machine for many minutes. Criterion times a smaller log below.
     let sled_dir = tempfile::tempdir().unwrap();
     let source: Arc<dyn EventStore> = match std::env::var("VETTED_BENCH_SOURCE").as_deref() {
         Ok("memory") => Arc::new(store),
@@ -142,31 +133,61 @@ fn bench_rebuild(c: &mut Criterion) {
             _ => "SledStore (segment files)",
         }
     );
-    let cpu_before = process_cpu();
-    let started = Instant::now();
-    let reports = runtime
-        .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |_| {}))
-        .unwrap();
-    let took = started.elapsed();
-    eprintln!(
-        "single run: rebuild of {names:?} from {head} events: {:.2}s = {:.0} events/s",
-        took.as_secs_f64(),
-        head as f64 / took.as_secs_f64()
-    );
-    let cpu_after = process_cpu();
-    let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
-    let cpu = user + system;
-    eprintln!(
-        "  CPU {:.2}s ({:.1} µs per event, {:.2} cores busy; user {:.2}s, system {:.2}s)",
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / head as f64,
-        cpu.as_secs_f64() / took.as_secs_f64(),
-        user.as_secs_f64(),
-        system.as_secs_f64()
-    );
-    for r in &reports {
-        eprintln!("  {}: {} rows", r.projection, r.digest.rows);
+    let rounds: usize = std::env::var("VETTED_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let only = std::env::var("VETTED_BENCH_ONLY").ok();
+    let mut rates = Vec::new();
+    let mut cpus = Vec::new();
+    for round in 1..=rounds {
+        // Each run rebuilds into a fresh read-model database and base-file directory.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let runs = tempfile::tempdir().unwrap();
+        let read_models = ReadModels::open_in(db, runs.path()).unwrap();
+        let names: Vec<&str> = read_models
+            .names()
+            .into_iter()
+            .filter(|n| only.as_deref().is_none_or(|o| o == *n))
+            .collect();
+        let cpu_before = process_cpu();
+        let started = Instant::now();
+        let reports = runtime
+            .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |_| {}))
+            .unwrap();
+        let took = started.elapsed();
+        let cpu_after = process_cpu();
+        let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        let cpu = user + system;
+        let rate = head as f64 / took.as_secs_f64();
+        let per_event = cpu.as_secs_f64() * 1e6 / head as f64;
+        eprintln!(
+            "run {round}: rebuild of {names:?} from {head} events: {:.2}s = {rate:.0} events/s; \
+             CPU {:.2}s ({per_event:.1} µs per event, {:.2} cores busy; user {:.2}s, system {:.2}s)",
+            took.as_secs_f64(),
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() / took.as_secs_f64(),
+            user.as_secs_f64(),
+            system.as_secs_f64()
+        );
+        if round == 1 {
+            for r in &reports {
+                eprintln!("  {}: {} rows", r.projection, r.digest.rows);
+            }
+        }
+        rates.push(rate);
+        cpus.push(per_event);
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "median of {rounds} runs: {:.0} events/s, {:.1} µs of CPU per event",
+        median(&mut rates),
+        median(&mut cpus)
+    );
     drop(source);
     if rebuild_only() {
         return;

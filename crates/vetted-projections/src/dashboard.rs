@@ -168,8 +168,19 @@ impl DashboardProjection {
         day: &str,
         f: impl FnOnce(&mut DayStats),
     ) -> Result<(), ProjectionError> {
-        rows.update_json::<DayStats, _>(day_key(app, day).as_bytes(), |stats| {
-            f(stats.get_or_insert_with(Default::default))
+        thread_local! {
+            /// The day row's key, spelled in a kept buffer.
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.extend_from_slice(b"d/");
+            key.extend_from_slice(app.as_bytes());
+            key.push(b'/');
+            key.extend_from_slice(day.as_bytes());
+            rows.update_json::<DayStats, _>(key, |stats| {
+                f(stats.get_or_insert_with(Default::default))
+            })
         })
     }
 }

@@ -321,10 +321,11 @@ enum Job {
     Finish(Option<u64>),
 }
 
-/// One thread per builder; each ends with its generation's rows as written.
+/// The builders, in groups of about equal work, one thread per group (as many as the machine
+/// has cores): a thread builds each event's fact once for all the builders of its group.
 struct BuilderThreads {
     senders: Vec<mpsc::Sender<Job>>,
-    handles: Vec<tokio::task::JoinHandle<Result<Built, ProjectionError>>>,
+    handles: Vec<tokio::task::JoinHandle<Result<Vec<Placed>, ProjectionError>>>,
 }
 
 impl BuilderThreads {
@@ -332,19 +333,29 @@ impl BuilderThreads {
         folding: Vec<(Target, Box<dyn Builder>)>,
         generations: &Generations,
     ) -> BuilderThreads {
+        let threads = decode_threads().min(folding.len()).max(1);
+        let mut groups: Vec<Vec<Folding>> = (0..threads).map(|_| Vec::new()).collect();
+        // Round-robin in the order given (the built-in read models come heaviest first).
+        for (i, (target, builder)) in folding.into_iter().enumerate() {
+            groups[i % threads].push(Folding {
+                index: i,
+                target,
+                builder,
+            });
+        }
         let (mut senders, mut handles) = (Vec::new(), Vec::new());
-        for (target, builder) in folding {
+        for group in groups {
             let (tx, rx) = mpsc::channel::<Job>();
             let generations = generations.clone();
             senders.push(tx);
             handles.push(tokio::task::spawn_blocking(move || {
-                build(builder, &target, &generations, rx)
+                build(group, &generations, rx)
             }));
         }
         BuilderThreads { senders, handles }
     }
 
-    /// Hands `events` to every builder; returns one acknowledgement per builder.
+    /// Hands `events` to every thread; returns one acknowledgement per thread.
     fn send(&self, events: &Arc<Decoded>) -> Result<Vec<Ack>, ProjectionError> {
         let mut acks = Vec::new();
         for sender in &self.senders {
@@ -357,20 +368,20 @@ impl BuilderThreads {
         Ok(acks)
     }
 
-    /// Tells every builder the pass ended at `checkpoint` and waits for their rows to be
-    /// written; returns each builder's generation (in the order they started). Waits for
-    /// every thread; the first error wins.
+    /// Tells every thread the pass ended at `checkpoint` and waits for the rows to be
+    /// written; returns each builder's generation, in the order the builders were given.
+    /// Waits for every thread; the first error wins.
     async fn finish(self, checkpoint: Option<u64>) -> Result<Vec<Built>, ProjectionError> {
         for sender in &self.senders {
-            // A builder that stopped on an error has nothing to write; its error comes below.
+            // A thread that stopped on an error has nothing to write; its error comes below.
             let _ = sender.send(Job::Finish(checkpoint));
         }
         drop(self.senders);
-        let mut tables = Vec::new();
+        let mut built = Vec::new();
         let mut first_error = None;
         for handle in self.handles {
             match handle.await {
-                Ok(Ok(built)) => tables.push(built),
+                Ok(Ok(group)) => built.extend(group),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -381,34 +392,47 @@ impl BuilderThreads {
                 }
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(tables),
+        if let Some(e) = first_error {
+            return Err(e);
         }
+        built.sort_by_key(|(i, _)| *i);
+        Ok(built.into_iter().map(|(_, built)| built).collect())
     }
 }
 
-/// What a builder thread leaves: the generation's rows, and the digest of the rows it wrote
-/// (`None`: it wrote none).
+/// A builder, the generation it fills and its place among the builders.
+struct Folding {
+    index: usize,
+    target: Target,
+    builder: Box<dyn Builder>,
+}
+
+/// What a builder leaves: the generation's rows, and the digest of the rows it wrote (`None`:
+/// it wrote none).
 type Built = (Table, Option<Digest>);
 
-/// A builder thread: folds every batch, then writes its rows with the pass's checkpoint and
-/// returns the generation's rows as written. After a failed event it folds nothing more and
+/// What a builder left, with its place among the builders.
+type Placed = (usize, Built);
+
+/// A builder thread: folds every batch into each builder of its group, then writes their
+/// rows with the pass's checkpoint (the group's builders at once, one thread each) and
+/// returns their generations as written. After a failed event it folds nothing more and
 /// writes nothing (its error went to the feeder).
 fn build(
-    mut builder: Box<dyn Builder>,
-    target: &Target,
+    mut group: Vec<Folding>,
     generations: &Generations,
     jobs: mpsc::Receiver<Job>,
-) -> Result<Built, ProjectionError> {
+) -> Result<Vec<Placed>, ProjectionError> {
     for job in jobs {
         match job {
             Job::Fold(events, done) => {
                 let text = events.text();
-                let outcome = events
-                    .events
-                    .iter()
-                    .try_for_each(|e| builder.apply(&e.fact(text)));
+                let outcome = events.events.iter().try_for_each(|e| {
+                    let fact = e.fact(text);
+                    group
+                        .iter_mut()
+                        .try_for_each(|folding| folding.builder.apply(&fact))
+                });
                 let failed = outcome.is_err();
                 // The feeder may have given up already; the outcome then goes nowhere.
                 let _ = done.send(outcome);
@@ -418,35 +442,72 @@ fn build(
             }
             Job::Finish(None) => break,
             Job::Finish(Some(checkpoint)) => {
-                let name = target.projection.name();
-                let mut digest = DigestSink::new(target.projection.as_ref());
-                let table = match generations.base_path(name, target.generation) {
-                    Some(path) => {
-                        let mut writer = RunWriter::create(&path)?;
-                        builder.finish(&mut Tee(&mut writer, &mut digest))?;
-                        writer.finish()?;
-                        // Recorded once complete; the checkpoint last: a generation with
-                        // its checkpoint has all its rows. (A crash before the switch leaves
-                        // a generation the next rebuild drops, file included.)
-                        generations.set_base(name, target.generation)?;
-                        let tree = target.table.tree();
-                        Table::with_base(tree.clone(), Arc::new(Run::open(&path)?))
+                return std::thread::scope(|scope| {
+                    let writing: Vec<_> = group
+                        .into_iter()
+                        .map(|folding| {
+                            scope.spawn(move || {
+                                let built = write(
+                                    folding.builder,
+                                    &folding.target,
+                                    generations,
+                                    checkpoint,
+                                );
+                                (folding.index, built)
+                            })
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    for thread in writing {
+                        let (index, built) = thread.join().map_err(|_| {
+                            ProjectionError::Other("a rebuild builder failed".into())
+                        })?;
+                        out.push((index, built?));
                     }
-                    None => {
-                        let mut rows = TreeSink::new(target.table.tree());
-                        builder.finish(&mut Tee(&mut rows, &mut digest))?;
-                        rows.flush()?;
-                        target.table.clone()
-                    }
-                };
-                table
-                    .tree()
-                    .insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
-                return Ok((table, Some(digest.finish())));
+                    Ok(out)
+                });
             }
         }
     }
-    Ok((target.table.clone(), None))
+    Ok(group
+        .into_iter()
+        .map(|folding| (folding.index, (folding.target.table.clone(), None)))
+        .collect())
+}
+
+/// Writes a builder's rows into its generation (a base run file when `generations` keeps
+/// them), then the generation's checkpoint; returns the generation and the digest of its rows.
+fn write(
+    builder: Box<dyn Builder>,
+    target: &Target,
+    generations: &Generations,
+    checkpoint: u64,
+) -> Result<Built, ProjectionError> {
+    let name = target.projection.name();
+    let mut digest = DigestSink::new(target.projection.as_ref());
+    let table = match generations.base_path(name, target.generation) {
+        Some(path) => {
+            let mut writer = RunWriter::create(&path)?;
+            builder.finish(&mut Tee(&mut writer, &mut digest))?;
+            writer.finish()?;
+            // Recorded once complete; the checkpoint last: a generation with its checkpoint
+            // has all its rows. (A crash before the switch leaves a generation the next
+            // rebuild drops, file included.)
+            generations.set_base(name, target.generation)?;
+            let tree = target.table.tree();
+            Table::with_base(tree.clone(), Arc::new(Run::open(&path)?))
+        }
+        None => {
+            let mut rows = TreeSink::new(target.table.tree());
+            builder.finish(&mut Tee(&mut rows, &mut digest))?;
+            rows.flush()?;
+            target.table.clone()
+        }
+    };
+    table
+        .tree()
+        .insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
+    Ok((table, Some(digest.finish())))
 }
 
 /// Hands every row to two sinks.

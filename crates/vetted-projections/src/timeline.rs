@@ -134,10 +134,21 @@ impl ApplicantProjection for TimelineProjection {
         rows: &mut S,
         fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
-        let mut key = prefix(fact.tenant, fact.applicant_id);
         let first = fact.stream_version - fact.stream_version % CHUNK;
-        key.extend_from_slice(&first.to_be_bytes());
-        rows.append_with_memo(&key, |row, memo| encode_entry(row, memo, fact))
+        thread_local! {
+            /// The row key, spelled in a kept buffer (an event's row is known, not new).
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.extend_from_slice(b"tl/");
+            key.extend_from_slice(fact.tenant.as_bytes());
+            key.push(b'/');
+            key.extend_from_slice(fact.applicant_id.as_bytes());
+            key.push(b'/');
+            key.extend_from_slice(&first.to_be_bytes());
+            rows.append_with_memo(key, |row, memo| encode_entry(row, memo, fact))
+        })
     }
 }
 
@@ -197,25 +208,40 @@ fn encode_entry(
         (true, Some((at, _))) => u32::try_from(at).ok(),
         _ => u32::try_from(start).ok(),
     };
+    thread_local! {
+        /// The summary, written in a kept buffer rather than a string per event.
+        static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    SUMMARY.with_borrow_mut(|summary| {
+        summary.clear();
+        // Writing into a `String` cannot fail.
+        let _ = fact.event.write_summary(summary);
+        write_entry(row, same_actor, summary, fact);
+    });
+    Ok(())
+}
+
+/// Appends the entry to `row`: the actor left out when `same_actor`.
+fn write_entry(row: &mut Vec<u8>, same_actor: bool, summary: &str, fact: &ApplicantFact<'_>) {
+    let actor = fact.actor;
     let mut w = Writer(row);
     if same_actor {
         w.u8(ENTRY_SAME_ACTOR).time(&fact.recorded_at);
         action(&mut w, fact.event_type);
-        w.str(&fact.event.summary());
+        w.str(summary);
     } else {
         w.u8(ENTRY_TAG)
             .time(&fact.recorded_at)
             .u8(actor_code(actor.kind))
             .opt_str(actor.id);
         action(&mut w, fact.event_type);
-        w.str(&fact.event.summary())
+        w.str(summary)
             .opt_str(actor.ip)
             .opt_str(actor.user_agent)
             .opt_str(actor.os)
             .opt_str(actor.browser);
     }
     w.varint(fact.stream_version).uuid(&fact.event_id);
-    Ok(())
 }
 
 /// Layout tag of an entry whose actor is the previous entry's (the actor fields are left
