@@ -210,7 +210,7 @@ pub fn evolve(mut state: Applicant, event: &ApplicantEvent) -> Applicant {
             state.phone = phone.clone();
             state.lang = lang.clone();
             state.steps = flow.steps.iter().map(StepState::fresh).collect();
-            state.flow = Some(flow.clone());
+            state.flow = Some(Flow::clone(flow));
         }
         ApplicantEvent::VerificationStarted {} => state.verification_started = true,
         ApplicantEvent::StepPassed {
@@ -326,7 +326,7 @@ pub fn evolve(mut state: Applicant, event: &ApplicantEvent) -> Applicant {
         }
         ApplicantEvent::FlowChanged { flow, kept_steps } => {
             rebuild_steps(&mut state, flow, kept_steps);
-            state.flow = Some(flow.clone());
+            state.flow = Some(Flow::clone(flow));
             state.decision = None;
         }
         ApplicantEvent::StatusChanged { to, .. } => state.status = *to,

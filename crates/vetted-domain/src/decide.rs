@@ -41,7 +41,7 @@ pub fn decide(
                 email,
                 phone,
                 lang,
-                flow,
+                flow: Box::new(flow),
             }])
         }
         command => decide_existing(state, command, ctx),
@@ -350,7 +350,10 @@ fn decide_existing(
                 }
             }
             let kept_steps = passed_steps_kept_by(state, Some(&flow));
-            out.emit(ApplicantEvent::FlowChanged { flow, kept_steps });
+            out.emit(ApplicantEvent::FlowChanged {
+                flow: Box::new(flow),
+                kept_steps,
+            });
         }
         Command::ScheduleDeletion { grace } => {
             if grace < chrono::Duration::zero() {

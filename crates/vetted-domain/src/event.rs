@@ -32,7 +32,8 @@ pub enum ApplicantEvent {
         phone: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lang: Option<String>,
-        flow: Flow,
+        /// Boxed: a flow is several times the size of any other event's fields.
+        flow: Box<Flow>,
     },
     /// The applicant started the flow.
     VerificationStarted {},
@@ -114,7 +115,8 @@ pub enum ApplicantEvent {
     FlowRestarted { kept_steps: Vec<StepType> },
     /// The applicant moves to another flow version; passed steps it shares stay passed.
     FlowChanged {
-        flow: Flow,
+        /// Boxed, as in `ApplicantCreated`.
+        flow: Box<Flow>,
         kept_steps: Vec<StepType>,
     },
     /// The status changed; always right after the event that caused it.
@@ -379,7 +381,7 @@ mod tests {
                     email: None,
                     phone: None,
                     lang: None,
-                    flow: flow.clone(),
+                    flow: Box::new(flow.clone()),
                 },
                 "applicant created for user-1 with flow kyc-basic v2",
             ),
@@ -440,7 +442,7 @@ mod tests {
             ),
             (
                 ApplicantEvent::FlowChanged {
-                    flow,
+                    flow: Box::new(flow),
                     kept_steps: vec![StepType::DocumentCheck, StepType::Liveness],
                 },
                 "flow changed to kyc-basic v2, kept document_check, liveness",

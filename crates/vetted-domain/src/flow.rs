@@ -200,7 +200,7 @@ impl Default for FlowSettings {
 }
 
 /// A named, versioned flow definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Flow {
     /// Id of this flow version.
@@ -216,6 +216,53 @@ pub struct Flow {
     /// Flow-wide settings, flattened into the flow object on the wire.
     #[serde(flatten)]
     pub settings: FlowSettings,
+}
+
+/// Reads a flow as `#[serde(flatten)]` on its settings would, without serde's flatten
+/// machinery, which buffers every field of the object before reading any (the flow in each
+/// `ApplicantCreated` made it the costliest payload to decode).
+impl<'de> Deserialize<'de> for Flow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The flow object as it is on the wire: the flow's fields and its settings' side by
+        /// side, the settings' defaults those of `FlowSettings::default`.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            #[serde(default)]
+            id: Uuid,
+            name: String,
+            #[serde(default)]
+            version: u32,
+            steps: Vec<StepSpec>,
+            #[serde(default)]
+            auto_approval: bool,
+            #[serde(default = "default_face_match_threshold")]
+            face_match_threshold: f64,
+            #[serde(default)]
+            permitted_countries: Vec<String>,
+            #[serde(default)]
+            excluded_countries: Vec<String>,
+            #[serde(default)]
+            kind: FlowKind,
+        }
+        fn default_face_match_threshold() -> f64 {
+            FlowSettings::default().face_match_threshold
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        Ok(Flow {
+            id: wire.id,
+            name: wire.name,
+            version: wire.version,
+            steps: wire.steps,
+            settings: FlowSettings {
+                auto_approval: wire.auto_approval,
+                face_match_threshold: wire.face_match_threshold,
+                permitted_countries: wire.permitted_countries,
+                excluded_countries: wire.excluded_countries,
+                kind: wire.kind,
+            },
+        })
+    }
 }
 
 impl Flow {
@@ -298,7 +345,94 @@ fn check_threshold(flow: &str, what: &str, value: f64) -> Result<(), DomainError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// The flow as serde's `flatten` reads it: what `Flow`'s own reader must match.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Flattened {
+        #[serde(default)]
+        id: Uuid,
+        name: String,
+        #[serde(default)]
+        version: u32,
+        steps: Vec<StepSpec>,
+        #[serde(flatten)]
+        settings: FlowSettings,
+    }
+
+    fn both(value: &serde_json::Value) -> (Option<Flow>, Option<Flow>) {
+        let ours = serde_json::from_value::<Flow>(value.clone()).ok();
+        let flattened = serde_json::from_value::<Flattened>(value.clone())
+            .ok()
+            .map(|f| Flow {
+                id: f.id,
+                name: f.name,
+                version: f.version,
+                steps: f.steps,
+                settings: f.settings,
+            });
+        (ours, flattened)
+    }
+
+    fn field_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(json!(null)),
+            Just(json!(true)),
+            Just(json!(42.5)),
+            Just(json!(7)),
+            Just(json!("regular")),
+            Just(json!("on-demand")),
+            Just(json!(["FRA", "DEU"])),
+            Just(json!([])),
+            Just(json!([{"type": "liveness", "maxAttempts": 3}])),
+            Just(json!({})),
+        ]
+    }
+
+    proptest! {
+        /// Whatever fields the object has, each reader gives the same flow or both refuse.
+        #[test]
+        fn a_flow_reads_as_serde_flatten_reads_it(
+            fields in proptest::collection::btree_map(
+                prop_oneof![
+                    Just("id".to_string()), Just("name".to_string()),
+                    Just("version".to_string()), Just("steps".to_string()),
+                    Just("autoApproval".to_string()), Just("faceMatchThreshold".to_string()),
+                    Just("permittedCountries".to_string()), Just("excludedCountries".to_string()),
+                    Just("kind".to_string()), Just("other".to_string()),
+                ],
+                field_value(),
+                0..10,
+            ),
+        ) {
+            let mut object: serde_json::Map<String, serde_json::Value> = fields.into_iter().collect();
+            if object.get("name").is_some_and(|n| !n.is_string()) {
+                object.insert("name".into(), json!("kyc"));
+            }
+            let value = serde_json::Value::Object(object);
+            let (ours, flattened) = both(&value);
+            prop_assert_eq!(ours, flattened, "{}", value);
+        }
+    }
+
+    #[test]
+    fn a_written_flow_reads_back_with_its_settings_and_defaults_for_missing_ones() {
+        let mut written = flow(vec![StepSpec::new(StepType::Liveness).with_threshold(-0.0)]);
+        written.settings.auto_approval = true;
+        written.settings.excluded_countries = vec!["PRK".into()];
+        let value = serde_json::to_value(&written).unwrap();
+        assert_eq!(both(&value), (Some(written.clone()), Some(written)));
+        let bare = json!({"name": "x", "steps": []});
+        let (ours, flattened) = both(&bare);
+        assert_eq!(ours, flattened);
+        assert_eq!(ours.unwrap().settings, FlowSettings::default());
+        assert_eq!(
+            both(&json!({"name": "x", "steps": [], "autoApproval": null})),
+            (None, None)
+        );
+    }
 
     fn flow(steps: Vec<StepSpec>) -> Flow {
         Flow {

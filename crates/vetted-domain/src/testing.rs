@@ -127,7 +127,7 @@ pub fn created(flow: Flow) -> ApplicantEvent {
         email: Some("a@example.com".into()),
         phone: Some("+15550100".into()),
         lang: Some("en".into()),
-        flow,
+        flow: Box::new(flow),
     }
 }
 

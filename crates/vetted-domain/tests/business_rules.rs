@@ -919,7 +919,7 @@ fn changing_the_flow_pins_the_new_version_and_keeps_shared_passed_steps() {
         pass(Aml, json!({})),
     ]);
     let changed = E::FlowChanged {
-        flow: kyc_basic_v2(),
+        flow: Box::new(kyc_basic_v2()),
         kept_steps: vec![DocumentCheck, FaceMatch, Aml],
     };
     let state = given(history)
@@ -956,7 +956,7 @@ fn changing_the_flow_before_the_start_stays_init() {
             flow: kyc_basic_v2(),
         })
         .then([E::FlowChanged {
-            flow: kyc_basic_v2(),
+            flow: Box::new(kyc_basic_v2()),
             kept_steps: vec![],
         }]);
 }

@@ -279,11 +279,11 @@ fn same_flow(a: &Flow, b: &Flow) -> bool {
 }
 
 /// Layout tag of a view row.
-const VIEW_TAG: u8 = 6;
+const VIEW_TAG: u8 = 7;
 
 /// The `view/<id>` row: the [`ApplicantFold`] without its flow, and the key of the `flow/`
 /// row holding that flow. Every applicant of a flow embedded the same few hundred bytes (or
-/// KB) of flow definition in its row; now the flow is written once. Layout: tag byte 6, the
+/// KB) of flow definition in its row; now the flow is written once. Layout: tag byte 7, the
 /// flow row's key (optional string), then the fold without its flow (`crate::view_codec`),
 /// all in the compact layout of `crate::codec`: about 40 % of the fold's JSON.
 #[derive(Default)]
@@ -335,9 +335,9 @@ impl ApplicantProjection for ApplicantViewProjection {
         APPLICANT_VIEW
     }
 
-    /// 2: compact binary rows (1: JSON rows).
+    /// 3: step data in binary (2: compact binary rows, step data as JSON text; 1: JSON rows).
     fn layout(&self) -> u32 {
-        2
+        3
     }
 
     fn apply_applicant<S: RowStore>(

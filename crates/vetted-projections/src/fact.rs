@@ -89,42 +89,51 @@ impl<'a> ApplicantFact<'a> {
     }
 }
 
-/// A string of a decoded event: where it sits in its batch's text, or its own copy (a string
-/// the JSON spelled with escapes, or an event decoded from a `RecordedEvent`).
-#[derive(Debug, Clone)]
-enum Text {
-    Span(u32, u32),
-    Owned(Box<str>),
+/// A string of a decoded event: where it sits in its batch's text, or (`start` is
+/// [`Text::OWN`]) which of the event's own strings it is (a string the JSON spelled with
+/// escapes, or an event decoded from a `RecordedEvent`). Eight bytes: a batch holds
+/// thousands of events, each moved a few times.
+#[derive(Debug, Clone, Copy)]
+struct Text {
+    start: u32,
+    len: u32,
 }
 
 impl Text {
-    /// `s`, as a span of `batch` when it lies in it.
-    fn of(s: Cow<'_, str>, batch: &str) -> Text {
+    /// Marks a string kept by the event itself.
+    const OWN: u32 = u32::MAX;
+
+    /// `s`, as a span of `batch` when it lies in it, else kept in `own`.
+    fn of(s: Cow<'_, str>, batch: &str, own: &mut Vec<Box<str>>) -> Text {
         if let Cow::Borrowed(b) = &s {
             // Addresses only: a string borrowed from the batch's text lies within it.
             let start = (b.as_ptr() as usize).wrapping_sub(batch.as_ptr() as usize);
             if start <= batch.len() && b.len() <= batch.len() - start {
                 if let (Ok(start), Ok(len)) = (u32::try_from(start), u32::try_from(b.len())) {
-                    return Text::Span(start, len);
+                    if start != Text::OWN {
+                        return Text { start, len };
+                    }
                 }
             }
         }
-        Text::Owned(s.into_owned().into_boxed_str())
+        Text::owned(s.into_owned(), own)
     }
 
-    fn owned(s: String) -> Text {
-        Text::Owned(s.into_boxed_str())
-    }
-
-    /// The string, given the batch's text it may be a span of.
-    fn get<'a>(&'a self, batch: &'a str) -> &'a str {
-        match self {
-            Text::Owned(s) => s,
-            Text::Span(start, len) => {
-                let (start, len) = (*start as usize, *len as usize);
-                batch.get(start..start + len).unwrap_or_default()
-            }
+    fn owned(s: String, own: &mut Vec<Box<str>>) -> Text {
+        own.push(s.into_boxed_str());
+        Text {
+            start: Text::OWN,
+            len: (own.len() - 1) as u32,
         }
+    }
+
+    /// The string, given the batch's text and the event's own strings.
+    fn get<'a>(self, batch: &'a str, own: &'a [Box<str>]) -> &'a str {
+        if self.start == Text::OWN {
+            return own.get(self.len as usize).map_or("", |s| s);
+        }
+        let (start, len) = (self.start as usize, self.len as usize);
+        batch.get(start..start + len).unwrap_or_default()
     }
 }
 
@@ -142,6 +151,8 @@ pub struct DecodedEvent {
     actor_kind: ActorKind,
     /// id, ip, user agent, os, browser.
     actor: [Option<Text>; 5],
+    /// Strings not in the batch's text (usually none).
+    own: Vec<Box<str>>,
     event: ApplicantEvent,
 }
 
@@ -149,15 +160,16 @@ impl DecodedEvent {
     /// The fact projections read; `batch` is the text the event was read from (any text for
     /// an event decoded from a `RecordedEvent`).
     pub fn fact<'a>(&'a self, batch: &'a str) -> ApplicantFact<'a> {
-        let actor = |i: usize| self.actor[i].as_ref().map(|t| t.get(batch));
+        let own = &self.own;
+        let actor = |i: usize| self.actor[i].map(|t| t.get(batch, own));
         ApplicantFact {
             global_position: self.global_position,
-            applicant_id: self.applicant_id.get(batch),
+            applicant_id: self.applicant_id.get(batch, own),
             stream_version: self.stream_version,
             event_id: self.event_id,
             event_type: self.event.event_type(),
             recorded_at: self.recorded_at,
-            tenant: self.tenant.get(batch),
+            tenant: self.tenant.get(batch, own),
             actor: ActorFact {
                 kind: self.actor_kind,
                 id: actor(0),
@@ -180,7 +192,8 @@ impl DecodedEvent {
         let Some(id) = recorded.stream_id.strip_prefix(APPLICANT_STREAM) else {
             return Ok(None);
         };
-        let applicant_id = Text::owned(id.to_string());
+        let mut own = Vec::new();
+        let applicant_id = Text::owned(id.to_string(), &mut own);
         let event = crate::applicant_view::decode(&recorded)?;
         let Actor {
             kind,
@@ -196,9 +209,10 @@ impl DecodedEvent {
             event_id: recorded.event_id,
             recorded_at: recorded.recorded_at,
             applicant_id,
-            tenant: Text::owned(recorded.tenant),
+            tenant: Text::owned(recorded.tenant, &mut own),
             actor_kind: kind,
-            actor: [id, ip, user_agent, os, browser].map(|s| s.map(Text::owned)),
+            actor: [id, ip, user_agent, os, browser].map(|s| s.map(|s| Text::owned(s, &mut own))),
+            own,
             event,
         }))
     }
@@ -246,22 +260,27 @@ impl DecodedEvent {
         let Some(applicant_id) = strip_applicant(stream_id) else {
             return Ok(None);
         };
+        let mut own = Vec::new();
+        let applicant_id = Text::of(applicant_id, batch, &mut own);
+        let tenant = Text::of(tenant, batch, &mut own);
+        let actor_strings = [
+            actor.id,
+            actor.ip,
+            actor.user_agent,
+            actor.os,
+            actor.browser,
+        ]
+        .map(|s| s.map(|s| Text::of(s, batch, &mut own)));
         Ok(Some(DecodedEvent {
             global_position,
             stream_version,
             event_id,
             recorded_at,
-            applicant_id: Text::of(applicant_id, batch),
-            tenant: Text::of(tenant, batch),
+            applicant_id,
+            tenant,
             actor_kind: actor.kind,
-            actor: [
-                actor.id,
-                actor.ip,
-                actor.user_agent,
-                actor.os,
-                actor.browser,
-            ]
-            .map(|s| s.map(|s| Text::of(s, batch))),
+            actor: actor_strings,
+            own,
             event,
         }))
     }

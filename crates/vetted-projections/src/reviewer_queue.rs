@@ -131,6 +131,19 @@ impl ApplicantProjection for ReviewerQueueProjection {
         rows: &mut S,
         fact: &ApplicantFact<'_>,
     ) -> Result<(), ProjectionError> {
+        // Only these events can move an applicant in or out of a queue; others leave its
+        // row as it is, so it is not even read.
+        if !matches!(
+            fact.event,
+            ApplicantEvent::ApplicantCreated { .. }
+                | ApplicantEvent::StatusChanged { .. }
+                | ApplicantEvent::ReviewerAssigned { .. }
+                | ApplicantEvent::ReviewerUnassigned { .. }
+                | ApplicantEvent::WarningRaised { .. }
+                | ApplicantEvent::WarningResolved { .. }
+        ) {
+            return Ok(());
+        }
         let change =
             rows.update_applicant_row::<Tracked, _>(TRACKED_PREFIX, fact.applicant_id, |row| {
                 if let ApplicantEvent::ApplicantCreated {
@@ -151,17 +164,6 @@ impl ApplicantProjection for ReviewerQueueProjection {
                     return None;
                 }
                 let t = row.as_mut()?;
-                // Only these events can move the applicant in or out of a queue.
-                if !matches!(
-                    fact.event,
-                    ApplicantEvent::StatusChanged { .. }
-                        | ApplicantEvent::ReviewerAssigned { .. }
-                        | ApplicantEvent::ReviewerUnassigned { .. }
-                        | ApplicantEvent::WarningRaised { .. }
-                        | ApplicantEvent::WarningResolved { .. }
-                ) {
-                    return None;
-                }
                 let before = t.queue_row();
                 match fact.event {
                     ApplicantEvent::StatusChanged { to, .. } => t.status = *to,

@@ -136,10 +136,13 @@ pub(crate) fn canonical(text: &str) -> Option<Lean<'_>> {
     let mut s = Scan { text, at: 0 };
     let end = text.len().checked_sub(SUFFIX)?;
     let suffix = &text[end..];
+    // The hashes are plain strings of their length (what they hold is not read here); the
+    // payload is what comes before them.
+    let plain = |s: &str| string_end(s.as_bytes()).is_none();
     let hashes_ok = suffix.starts_with(PREV_HASH)
-        && is_hex(&suffix[PREV_HASH.len()..PREV_HASH.len() + HASH_HEX])
+        && plain(&suffix[PREV_HASH.len()..PREV_HASH.len() + HASH_HEX])
         && suffix[PREV_HASH.len() + HASH_HEX..].starts_with(HASH)
-        && is_hex(&suffix[SUFFIX - 2 - HASH_HEX..SUFFIX - 2])
+        && plain(&suffix[SUFFIX - 2 - HASH_HEX..SUFFIX - 2])
         && suffix.ends_with("\"}");
     if !hashes_ok {
         return None;
@@ -199,9 +202,45 @@ pub(crate) fn canonical(text: &str) -> Option<Lean<'_>> {
     })
 }
 
-fn is_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+/// Whether `a` and `b` (of one length) are equal, compared eight bytes at a time: the keys
+/// compared here are short, and a call to `memcmp` costs more than comparing them.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    x.by_ref().zip(y.by_ref()).all(|(c, d)| word(c) == word(d)) && x.remainder() == y.remainder()
+}
+
+/// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a control
+/// character) is in `bytes`, eight bytes at a time.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` below `n` (n <= 128) sets its high bit in the result; so does every
+    // byte above it, through the borrow, but the lowest flagged byte is always a true one.
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let hits = below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            | below(v, 0x20);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\\') || *b < 0x20)
+        .map(|i| at + i)
 }
 
 /// A cursor over the envelope's text.
@@ -217,27 +256,30 @@ impl<'a> Scan<'a> {
 
     /// Steps over `literal`.
     fn lit(&mut self, literal: &str) -> Option<()> {
-        self.rest()
-            .starts_with(literal.as_bytes())
-            .then(|| self.at += literal.len())
+        let literal = literal.as_bytes();
+        let same = self
+            .rest()
+            .get(..literal.len())
+            .is_some_and(|rest| same_bytes(rest, literal));
+        same.then(|| self.at += literal.len())
     }
 
     /// A non-negative integer as JSON writes it (no sign, no leading zero, no fraction).
     fn uint(&mut self) -> Option<u64> {
-        let digits = self
-            .rest()
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let text = &self.text[self.at..self.at + digits];
-        if digits == 0 || (digits > 1 && text.starts_with('0')) {
+        let rest = self.rest();
+        let mut n: u64 = 0;
+        let mut digits = 0;
+        for b in rest.iter().take_while(|b| b.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            digits += 1;
+        }
+        if digits == 0 || (digits > 1 && rest[0] == b'0') {
             return None;
         }
         // What may follow a number here is `,` or `}`: a fraction or exponent is not ours.
-        if !matches!(self.rest().get(digits), Some(b',' | b'}')) {
+        if !matches!(rest.get(digits), Some(b',' | b'}')) {
             return None;
         }
-        let n = text.parse().ok()?;
         self.at += digits;
         Some(n)
     }
@@ -248,9 +290,9 @@ impl<'a> Scan<'a> {
         if rest.first() != Some(&b'"') {
             return None;
         }
-        let len = memchr::memchr2(b'"', b'\\', &rest[1..])?;
         // A control character must be escaped in JSON: serde refuses it raw, so does this.
-        if rest[1 + len] != b'"' || rest[1..1 + len].iter().fold(false, |c, b| c | (*b < 0x20)) {
+        let len = string_end(&rest[1..])?;
+        if rest[1 + len] != b'"' {
             return None;
         }
         // Both ends are ASCII quotes, so the slice falls on character boundaries.
@@ -261,10 +303,9 @@ impl<'a> Scan<'a> {
 
     /// `key` and its string if the text goes on with `key` (`Some(None)` if it does not).
     fn optional(&mut self, key: &str) -> Option<Option<Cow<'a, str>>> {
-        if !self.rest().starts_with(key.as_bytes()) {
+        if self.lit(key).is_none() {
             return Some(None);
         }
-        self.at += key.len();
         self.string().map(|s| Some(Cow::Borrowed(s)))
     }
 }
@@ -306,6 +347,17 @@ mod tests {
             causations += event.causation_id.is_some() as usize;
         }
         assert!(causations > 0 && causations < events.len());
+    }
+
+    proptest! {
+        /// The eight-at-a-time search finds what a byte-by-byte one finds.
+        #[test]
+        fn string_end_finds_the_first_byte_a_json_string_cannot_hold(
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let expected = bytes.iter().position(|b| matches!(b, b'"' | b'\\') || *b < 0x20);
+            prop_assert_eq!(string_end(&bytes), expected);
+        }
     }
 
     #[test]

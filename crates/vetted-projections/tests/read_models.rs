@@ -711,7 +711,7 @@ async fn flows_are_stored_once_and_every_view_reads_back_its_own_flow_live_and_r
     let stream = lives[0][0].stream.clone();
     for event in [
         ApplicantEvent::FlowChanged {
-            flow: v2.clone(),
+            flow: Box::new(v2.clone()),
             kept_steps: vec![],
         },
         ApplicantEvent::FlowRestarted { kept_steps: vec![] },

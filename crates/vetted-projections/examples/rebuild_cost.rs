@@ -1,0 +1,125 @@
+//! What a rebuild's work costs per event on one thread, stage by stage, without I/O: decoding
+//! stored envelopes (`DecodedEvent::from_json`), folding them into the five built-in read
+//! models' builders, and handing their rows out in key order (into a sink that only counts).
+//!
+//! Wall times on a shared virtual machine swing by a quarter from run to run; instruction
+//! counts do not. For those, run it under callgrind, counting only the measured part:
+//!
+//! ```sh
+//! cargo build --release -p vetted-projections --example rebuild_cost
+//! valgrind --tool=callgrind --toggle-collect='rebuild_cost::measured' \
+//!     target/release/examples/rebuild_cost 60000
+//! ```
+//!
+//! `cargo run --release -p vetted-projections --example rebuild_cost [EVENTS]` prints the
+//! time per event of each stage (default 300,000 events).
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use uuid::Uuid;
+use vetted_domain::AppKey;
+use vetted_projections::sample::{self, Rng};
+use vetted_projections::{Builder, DecodedEvent, ProjectionError, RowSink};
+use vetted_store::{EventStore, ExpectedVersion, MemoryStore};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Counts rows and bytes.
+#[derive(Default)]
+struct Count {
+    rows: u64,
+    bytes: u64,
+}
+
+impl RowSink for Count {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), ProjectionError> {
+        self.rows += 1;
+        self.bytes += (key.len() + value.len()) as u64;
+        Ok(())
+    }
+}
+
+/// The stages, timed: decode, fold, finish.
+#[inline(never)]
+fn measured(text: &str, frames: &[(u64, std::ops::Range<usize>)]) -> [Duration; 3] {
+    let started = Instant::now();
+    let decoded: Vec<DecodedEvent> = frames
+        .iter()
+        .filter_map(|(position, range)| {
+            DecodedEvent::from_json(*position, &text[range.clone()], text).expect("decodes")
+        })
+        .collect();
+    let decode = started.elapsed();
+    let mut builders: Vec<Box<dyn Builder>> = vetted_projections::applicant_view::read_models()
+        .iter()
+        .filter_map(|p| p.builder())
+        .collect();
+    let started = Instant::now();
+    for event in &decoded {
+        let fact = event.fact(text);
+        for builder in &mut builders {
+            builder.apply(&fact).expect("folds");
+        }
+    }
+    let fold = started.elapsed();
+    let started = Instant::now();
+    let mut count = Count::default();
+    for builder in builders {
+        builder.finish(&mut count).expect("finishes");
+    }
+    let finish = started.elapsed();
+    std::hint::black_box(&count);
+    [decode, fold, finish]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let wanted: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.replace('_', "").parse().ok())
+        .unwrap_or(300_000);
+    // Lifecycles interleaved 64 at a time, as the rebuild bench generates them.
+    let store = MemoryStore::new();
+    let mut rng = Rng::new(2026);
+    let flow = sample::kyc_basic();
+    let app = AppKey(Uuid::from_u128(1));
+    let mut appended = 0;
+    while appended < wanted {
+        let mut lives: Vec<_> = (0..64)
+            .map(|_| sample::lifecycle(&mut rng, app, &flow, Utc::now(), 0).into_iter())
+            .collect();
+        let mut progressed = true;
+        while progressed && appended < wanted {
+            progressed = false;
+            for life in lives.iter_mut() {
+                if let Some(a) = life.next() {
+                    appended += a.events.len();
+                    store
+                        .append(&a.stream, ExpectedVersion::Any, a.events)
+                        .await?;
+                    progressed = true;
+                }
+            }
+        }
+    }
+    // The stored frames, back to back, as a batch read from the log holds them.
+    let mut text = String::new();
+    let mut frames = Vec::new();
+    for event in store.read_all(1, usize::MAX).await? {
+        let start = text.len();
+        text.push_str(&serde_json::to_string(&event)?);
+        frames.push((event.global_position, start..text.len()));
+    }
+    let n = frames.len() as f64;
+    let [decode, fold, finish] = measured(&text, &frames);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    println!(
+        "{} events: decode {:.2} µs, fold {:.2} µs, finish {:.2} µs per event (one thread)",
+        frames.len(),
+        per(decode),
+        per(fold),
+        per(finish)
+    );
+    Ok(())
+}
