@@ -65,7 +65,7 @@ impl<T: Send + 'static> TypedRow for Typed<T> {
 ///
 /// A row is its layout byte [`RowCodec::TAG`], then the fields [`RowCodec::write`] writes and
 /// [`RowCodec::read`] reads back, and nothing after them.
-pub(crate) trait RowCodec: Sized + Send + 'static {
+pub(crate) trait RowCodec: Sized + Send + Sync + 'static {
     /// The layout byte every row of this kind starts with.
     const TAG: u8;
     /// Bytes to reserve when encoding a row.
