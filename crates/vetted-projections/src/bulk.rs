@@ -321,9 +321,8 @@ fn encode_in_parallel<T: Sync>(
         workers
             .into_iter()
             .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(ProjectionError::Other("encoding rows failed".into()))
-                })
+                w.join()
+                    .unwrap_or_else(|_| Err(ProjectionError::Other("encoding rows failed".into())))
             })
             .collect()
     });

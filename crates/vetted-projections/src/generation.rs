@@ -22,7 +22,18 @@ pub struct Generations {
     meta: sled::Tree,
     /// Where base run files live; `None`: rebuilt rows go into the trees.
     runs: Option<PathBuf>,
+    /// Memory a rebuild's builders may hold (bytes): a log too large for it is rebuilt the
+    /// slower way, a batch at a time through the trees.
+    bulk_memory: u64,
 }
+
+/// Memory a rebuild's builders may hold unless told otherwise: 8 GiB.
+pub const DEFAULT_REBUILD_MEMORY: u64 = 8 << 30;
+
+/// What the built-in read models' builders hold per event of the log, at their peak
+/// (measured: a rebuild of 1,000,000 generated events peaked at ~0.93 GB above the process's
+/// start), rounded up.
+pub(crate) const BULK_BYTES_PER_EVENT: u64 = 1024;
 
 /// Name of the tree holding generation `generation` of projection `name`.
 pub(crate) fn tree_name(name: &str, generation: u64) -> String {
@@ -51,6 +62,7 @@ impl Generations {
             db: db.clone(),
             meta: db.open_tree(META_TREE)?,
             runs: None,
+            bulk_memory: DEFAULT_REBUILD_MEMORY,
         })
     }
 
@@ -65,6 +77,21 @@ impl Generations {
             runs: Some(runs.to_path_buf()),
             ..Generations::open(db)?
         })
+    }
+
+    /// Memory a rebuild's builders may hold, in bytes.
+    pub fn rebuild_memory(&self) -> u64 {
+        self.bulk_memory
+    }
+
+    pub(crate) fn set_rebuild_memory(&mut self, bytes: u64) {
+        self.bulk_memory = bytes;
+    }
+
+    /// Whether a log of `events` events fits a rebuild's builders (see
+    /// [`Generations::rebuild_memory`]).
+    pub(crate) fn fits_in_memory(&self, events: u64) -> bool {
+        events.saturating_mul(BULK_BYTES_PER_EVENT) <= self.bulk_memory
     }
 
     /// Where generation `generation` of `name` keeps its base, if base files are kept.

@@ -41,7 +41,7 @@ pub use timeline::{Timeline, TimelineEntry};
 
 pub use digest::{digest_table, digest_tree, Digest};
 pub use fact::{ActorFact, ApplicantFact, DecodedEvent};
-pub use generation::{Generations, META_TREE};
+pub use generation::{Generations, DEFAULT_REBUILD_MEMORY, META_TREE};
 pub use read_models::{ProjectionStatus, ReadModels};
 pub use rebuild::{rebuild, verify, RebuildProgress, RebuildReport, VerifyReport};
 pub use rows::{checkpoint_of, Rows, CHECKPOINT_KEY};

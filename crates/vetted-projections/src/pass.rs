@@ -52,6 +52,15 @@ pub(crate) async fn first_pass(
             None => applying.push(target.clone()),
         }
     }
+    let head = store.head().await?;
+    if !folding.is_empty() && !generations.fits_in_memory(head) {
+        tracing::info!(
+            events = head,
+            memory = generations.rebuild_memory(),
+            "the log is too large to rebuild in memory; rebuilding a batch at a time"
+        );
+        folding.clear();
+    }
     if folding.is_empty() {
         crate::rebuild::catch_up(store, targets, None, true, progress).await?;
         return Ok(targets.to_vec());

@@ -224,6 +224,15 @@ impl ReadModels {
         Ok(stale)
     }
 
+    /// Sets the memory a rebuild's builders may hold (bytes; default
+    /// [`crate::generation::DEFAULT_REBUILD_MEMORY`]). A rebuild of a log whose read models
+    /// would not fit (about a KiB per event) applies it a batch at a time through the trees
+    /// instead: slower, in bounded memory.
+    pub fn with_rebuild_memory(mut self, bytes: u64) -> Self {
+        self.generations.set_rebuild_memory(bytes);
+        self
+    }
+
     /// The sled database holding the read models.
     pub fn db(&self) -> &sled::Db {
         self.generations.db()

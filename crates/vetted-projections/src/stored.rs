@@ -137,7 +137,8 @@ fn utc_time(b: &[u8]) -> Option<DateTime<Utc>> {
         })
     };
     let at = |i: usize, c: u8| b.get(i) == Some(&c);
-    if b.len() < 20 || !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+    if b.len() < 20 || !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':'))
+    {
         return None;
     }
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
@@ -155,7 +156,10 @@ fn utc_time(b: &[u8]) -> Option<DateTime<Utc>> {
         return None;
     }
     let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
-    Some(date.and_hms_nano_opt(hour, minute, second, nanos)?.and_utc())
+    Some(
+        date.and_hms_nano_opt(hour, minute, second, nanos)?
+            .and_utc(),
+    )
 }
 
 /// Bytes of one hash as stores write it: SHA-256 in lowercase hex.

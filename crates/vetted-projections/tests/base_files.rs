@@ -234,3 +234,32 @@ async fn a_missing_base_file_marks_its_read_model_for_a_rebuild_and_the_rebuild_
         .items
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_log_too_large_for_the_rebuild_memory_is_rebuilt_a_batch_at_a_time_to_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("log")).unwrap();
+    append_all(&store, &sample::population(6, app(), 40, Utc::now(), 1)).await;
+    let in_memory = read_models_in(dir.path());
+    let names = in_memory.names();
+    rebuild(&in_memory, &store, &names, &mut |_| {})
+        .await
+        .unwrap();
+    let small = ReadModels::open_in(
+        sled::Config::new().temporary(true).open().unwrap(),
+        &dir.path().join("small-runs"),
+    )
+    .unwrap()
+    .with_rebuild_memory(1024);
+    rebuild(&small, &store, &names, &mut |_| {}).await.unwrap();
+    for name in &names {
+        let a = digest_table(&in_memory.live_table(name).unwrap(), |_| true).unwrap();
+        let b = digest_table(&small.live_table(name).unwrap(), |_| true).unwrap();
+        assert_eq!(a, b, "{name}");
+        assert!(in_memory.live_table(name).unwrap().has_base());
+        assert!(
+            !small.live_table(name).unwrap().has_base(),
+            "{name} was rebuilt through its tree"
+        );
+    }
+}

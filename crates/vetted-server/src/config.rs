@@ -46,6 +46,10 @@ pub struct Config {
     /// Webhook request timeout in seconds.
     #[arg(long, env = "VETTED_WEBHOOK_TIMEOUT", default_value_t = 15.0)]
     pub webhook_timeout: f64,
+    /// Memory (MiB) a read-model rebuild may fold in: about 1 KiB per event of the log. A
+    /// larger log is rebuilt a batch at a time, in bounded memory and more slowly.
+    #[arg(long, env = "VETTED_REBUILD_MEMORY_MIB", default_value_t = 8192)]
+    pub rebuild_memory_mib: u64,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
                 30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3840.0, 7680.0,
             ],
             webhook_timeout: 15.0,
+            rebuild_memory_mib: 8192,
         }
     }
 }
@@ -80,6 +85,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
             .field("webhook_retry_schedule", &self.webhook_retry_schedule)
             .field("webhook_timeout", &self.webhook_timeout)
+            .field("rebuild_memory_mib", &self.rebuild_memory_mib)
             .finish()
     }
 }

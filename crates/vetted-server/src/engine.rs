@@ -104,11 +104,14 @@ impl Engine {
             }
         };
         // Rebuilt read models keep their rows in base files here (see vetted-projections' table).
-        let read_models = Arc::new(ReadModels::with_projections_in(
-            db.clone(),
-            &config.data_dir.join("read-models"),
-            projections(),
-        )?);
+        let read_models = Arc::new(
+            ReadModels::with_projections_in(
+                db.clone(),
+                &config.data_dir.join("read-models"),
+                projections(),
+            )?
+            .with_rebuild_memory(config.rebuild_memory_mib.saturating_mul(1 << 20)),
+        );
         let registry = Registry::new(read_models.clone());
         let outbox = vetted_webhooks::Outbox::open(
             &db,
