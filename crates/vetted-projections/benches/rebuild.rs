@@ -6,7 +6,8 @@
 //! rebuild reads in production), then rebuilt into a fresh read-model database per run, base
 //! files in a temporary directory. `VETTED_BENCH_SOURCE=memory` rebuilds from the in-memory
 //! `MemoryStore` instead (events already decoded into structs, copied out per read).
-//! `VETTED_BENCH_REBUILD_ONLY=1` runs only the single timed rebuild (for profiling).
+//! `VETTED_BENCH_REBUILD_ONLY=1` runs only the timed rebuilds (for profiling);
+//! `VETTED_LOG=vetted_projections=debug` logs when each stage of a rebuild ends.
 //! Allocates with mimalloc, like the `vetted` binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -101,6 +102,14 @@ async fn copy_log(from: &MemoryStore, to: &SledStore) {
 }
 
 fn bench_rebuild(c: &mut Criterion) {
+    // `VETTED_LOG=vetted_projections=debug` shows when each stage of a rebuild ends.
+    if let Ok(filter) = std::env::var("VETTED_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init();
+    }
     let events: usize = std::env::var("VETTED_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -153,23 +162,47 @@ fn bench_rebuild(c: &mut Criterion) {
             .collect();
         let cpu_before = process_cpu();
         let started = Instant::now();
+        // When the last batch was folded: the rest is writing the rows and the switch.
+        let mut folded = Duration::ZERO;
+        let mut folded_cpu = Duration::ZERO;
         let reports = runtime
-            .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |_| {}))
+            .block_on(rebuild(&read_models, source.as_ref(), &names, &mut |p| {
+                if folded.is_zero() && p.done + 1 >= p.total {
+                    folded = started.elapsed();
+                    let (user, system) = process_cpu();
+                    folded_cpu = user + system;
+                }
+            }))
             .unwrap();
         let took = started.elapsed();
+        let cpu_live = process_cpu();
+        // The rebuilt read models are live now; their builders' memory is freed in the
+        // background, which dropping the read models waits for: counted in the CPU per event.
+        drop(read_models);
         let cpu_after = process_cpu();
+        let since =
+            |at: (Duration, Duration)| (at.0 + at.1).saturating_sub(cpu_before.0 + cpu_before.1);
         let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
         let cpu = user + system;
         let rate = head as f64 / took.as_secs_f64();
         let per_event = cpu.as_secs_f64() * 1e6 / head as f64;
+        let busy = |cpu: Duration, wall: Duration| cpu.as_secs_f64() / wall.as_secs_f64();
         eprintln!(
             "run {round}: rebuild of {names:?} from {head} events: {:.2}s = {rate:.0} events/s; \
-             CPU {:.2}s ({per_event:.1} µs per event, {:.2} cores busy; user {:.2}s, system {:.2}s)",
+             CPU {:.2}s ({per_event:.1} µs per event; user {:.2}s, system {:.2}s; {:.2}s of it \
+             freeing memory after the switch); {:.2} cores busy until live, {:.2} until the \
+             last batch was folded at {:.2}s",
             took.as_secs_f64(),
             cpu.as_secs_f64(),
-            cpu.as_secs_f64() / took.as_secs_f64(),
             user.as_secs_f64(),
-            system.as_secs_f64()
+            system.as_secs_f64(),
+            (cpu - since(cpu_live)).as_secs_f64(),
+            busy(since(cpu_live), took),
+            busy(
+                folded_cpu.saturating_sub(cpu_before.0 + cpu_before.1),
+                folded
+            ),
+            folded.as_secs_f64(),
         );
         if round == 1 {
             for r in &reports {

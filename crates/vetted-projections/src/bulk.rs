@@ -29,7 +29,8 @@ pub trait Builder: Send {
     fn apply(&mut self, fact: &ApplicantFact<'_>) -> Result<(), ProjectionError>;
 
     /// Hands every row of the read model to `sink`, ascending by key (no checkpoint row).
-    fn finish(self: Box<Self>, sink: &mut dyn RowSink) -> Result<(), ProjectionError>;
+    /// The builder is spent afterwards: dropping it frees what it held.
+    fn write_rows(&self, sink: &mut dyn RowSink) -> Result<(), ProjectionError>;
 }
 
 /// The [`Builder`] of an applicant read model: its own fold over [`BulkRows`].
@@ -52,7 +53,7 @@ impl<P: ApplicantProjection> Builder for BulkBuilder<P> {
         self.projection.apply_applicant(&mut self.rows, fact)
     }
 
-    fn finish(self: Box<Self>, sink: &mut dyn RowSink) -> Result<(), ProjectionError> {
+    fn write_rows(&self, sink: &mut dyn RowSink) -> Result<(), ProjectionError> {
         self.rows.write_sorted(sink)
     }
 }

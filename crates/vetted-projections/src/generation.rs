@@ -25,6 +25,8 @@ pub struct Generations {
     /// Memory a rebuild's builders may hold (bytes): a log too large for it is rebuilt the
     /// slower way, a batch at a time through the trees.
     bulk_memory: u64,
+    /// Frees what finished rebuilds held, off their critical path.
+    reclaimer: Arc<crate::pass::Reclaimer>,
 }
 
 /// Memory a rebuild's builders may hold unless told otherwise: 8 GiB.
@@ -63,6 +65,7 @@ impl Generations {
             meta: db.open_tree(META_TREE)?,
             runs: None,
             bulk_memory: DEFAULT_REBUILD_MEMORY,
+            reclaimer: Arc::default(),
         })
     }
 
@@ -86,6 +89,11 @@ impl Generations {
 
     pub(crate) fn set_rebuild_memory(&mut self, bytes: u64) {
         self.bulk_memory = bytes;
+    }
+
+    /// Who frees the memory of finished rebuilds (see [`crate::pass::Reclaimer`]).
+    pub(crate) fn reclaimer(&self) -> &crate::pass::Reclaimer {
+        &self.reclaimer
     }
 
     /// Whether a log of `events` events fits a rebuild's builders (see

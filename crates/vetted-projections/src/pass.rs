@@ -37,13 +37,17 @@ const ROWS_PER_WRITE: usize = 10_000;
 
 /// Runs the first pass over `targets` (see the module docs). Returns when every target has
 /// applied the log up to a batch shorter than a full one, with the targets as they are then
-/// (a builder's generation has its base run file when `generations` keeps base files).
+/// (a builder's generation has its base run file when `generations` keeps base files), and
+/// the spent builders: the caller frees them once the rebuilt generations are live
+/// ([`Reclaimer::free`]), since freeing a rebuild's memory takes a while.
 pub(crate) async fn first_pass(
     generations: &Generations,
     store: &dyn EventStore,
     targets: &[Target],
     progress: &mut (dyn FnMut(RebuildProgress) + Send),
-) -> Result<Vec<Target>, ProjectionError> {
+) -> Result<(Vec<Target>, Spent), ProjectionError> {
+    // At most one rebuild's memory at a time: the last one's is freed first.
+    generations.reclaimer().wait();
     let mut folding = Vec::new();
     let mut applying = Vec::new();
     for (i, target) in targets.iter().enumerate() {
@@ -63,7 +67,7 @@ pub(crate) async fn first_pass(
     }
     if folding.is_empty() {
         crate::rebuild::catch_up(store, targets, None, true, progress).await?;
-        return Ok(targets.to_vec());
+        return Ok((targets.to_vec(), Spent::default()));
     }
     let indexes: Vec<usize> = folding.iter().map(|(i, _)| *i).collect();
     let builders = BuilderThreads::start(
@@ -78,17 +82,66 @@ pub(crate) async fn first_pass(
     let last = outcome.as_ref().ok().copied().flatten();
     // Every thread finishes (and the builders write their rows) before an error returns, so
     // nothing writes to a generation the caller is about to drop.
+    tracing::debug!(position = ?last, "first pass folded");
     let built = builders.finish(last).await;
     let applied = workers.finish().await;
+    tracing::debug!("first pass written");
     outcome?;
-    let built = built?;
+    let (built, spent) = built?;
     applied?;
     let mut targets = targets.to_vec();
     for (i, (table, digest)) in indexes.into_iter().zip(built) {
         targets[i].table = table;
         targets[i].written = digest;
     }
-    Ok(targets)
+    Ok((targets, spent))
+}
+
+/// Builders that wrote their rows and only wait to be freed.
+#[derive(Default)]
+pub(crate) struct Spent(Vec<Box<dyn Builder>>);
+
+/// Frees the memory of finished rebuilds on a thread of its own. A rebuild's builders hold
+/// millions of small allocations (about 1 KiB per event of the log); freeing them took a
+/// third of the time between the last event folded and the new generations going live, so a
+/// rebuild hands them here once they are live. A new rebuild waits until the last one's are
+/// freed, so no two are held at once; so does dropping the read models.
+#[derive(Default)]
+pub(crate) struct Reclaimer {
+    freeing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Reclaimer {
+    /// Frees `spent` in the background.
+    pub(crate) fn free(&self, spent: Spent) {
+        if spent.0.is_empty() {
+            return;
+        }
+        let mut freeing = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
+        freeing.retain(|thread| !thread.is_finished());
+        // If no thread can be started, the closure — and `spent` with it — is dropped here.
+        if let Ok(thread) = std::thread::Builder::new()
+            .name("vetted-reclaim".into())
+            .spawn(move || drop(spent))
+        {
+            freeing.push(thread);
+        }
+    }
+
+    /// Waits until everything handed to [`Reclaimer::free`] is freed.
+    pub(crate) fn wait(&self) {
+        let threads = std::mem::take(&mut *self.freeing.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            // A panic while freeing leaves nothing to do.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Reclaimer {
+    fn drop(&mut self) {
+        self.wait();
+    }
 }
 
 /// Reads and hands out batches until one is short of a full batch; returns the last position
@@ -337,6 +390,10 @@ struct BuilderThreads {
     handles: Vec<tokio::task::JoinHandle<Result<Vec<Placed>, ProjectionError>>>,
 }
 
+/// What the builders left: each one's generation (in the order they were given) and the spent
+/// builders.
+type BuiltAll = (Vec<Built>, Spent);
+
 impl BuilderThreads {
     fn start(
         folding: Vec<(Target, Box<dyn Builder>)>,
@@ -380,7 +437,7 @@ impl BuilderThreads {
     /// Tells every thread the pass ended at `checkpoint` and waits for the rows to be
     /// written; returns each builder's generation, in the order the builders were given.
     /// Waits for every thread; the first error wins.
-    async fn finish(self, checkpoint: Option<u64>) -> Result<Vec<Built>, ProjectionError> {
+    async fn finish(self, checkpoint: Option<u64>) -> Result<BuiltAll, ProjectionError> {
         for sender in &self.senders {
             // A thread that stopped on an error has nothing to write; its error comes below.
             let _ = sender.send(Job::Finish(checkpoint));
@@ -404,8 +461,14 @@ impl BuilderThreads {
         if let Some(e) = first_error {
             return Err(e);
         }
-        built.sort_by_key(|(i, _)| *i);
-        Ok(built.into_iter().map(|(_, built)| built).collect())
+        built.sort_by_key(|placed| placed.index);
+        let mut spent = Spent::default();
+        let mut generations = Vec::new();
+        for placed in built {
+            generations.push(placed.built);
+            spent.0.extend(placed.spent);
+        }
+        Ok((generations, spent))
     }
 }
 
@@ -421,7 +484,12 @@ struct Folding {
 type Built = (Table, Option<Digest>);
 
 /// What a builder left, with its place among the builders.
-type Placed = (usize, Built);
+struct Placed {
+    index: usize,
+    built: Built,
+    /// The builder, once its rows are written (`None`: it wrote none, and was freed).
+    spent: Option<Box<dyn Builder>>,
+}
 
 /// A builder thread: folds every batch into each builder of its group, then writes their
 /// rows with the pass's checkpoint (the group's builders at once, one thread each) and
@@ -457,21 +525,25 @@ fn build(
                         .map(|folding| {
                             scope.spawn(move || {
                                 let built = write(
-                                    folding.builder,
+                                    folding.builder.as_ref(),
                                     &folding.target,
                                     generations,
                                     checkpoint,
                                 );
-                                (folding.index, built)
+                                (folding.index, built, folding.builder)
                             })
                         })
                         .collect();
                     let mut out = Vec::new();
                     for thread in writing {
-                        let (index, built) = thread.join().map_err(|_| {
+                        let (index, built, builder) = thread.join().map_err(|_| {
                             ProjectionError::Other("a rebuild builder failed".into())
                         })?;
-                        out.push((index, built?));
+                        out.push(Placed {
+                            index,
+                            built: built?,
+                            spent: Some(builder),
+                        });
                     }
                     Ok(out)
                 });
@@ -480,25 +552,37 @@ fn build(
     }
     Ok(group
         .into_iter()
-        .map(|folding| (folding.index, (folding.target.table.clone(), None)))
+        .map(|folding| Placed {
+            index: folding.index,
+            built: (folding.target.table.clone(), None),
+            spent: None,
+        })
         .collect())
 }
 
 /// Writes a builder's rows into its generation (a base run file when `generations` keeps
 /// them), then the generation's checkpoint; returns the generation and the digest of its rows.
 fn write(
-    builder: Box<dyn Builder>,
+    builder: &dyn Builder,
     target: &Target,
     generations: &Generations,
     checkpoint: u64,
 ) -> Result<Built, ProjectionError> {
     let name = target.projection.name();
+    let started = std::time::Instant::now();
     let mut digest = DigestSink::new(target.projection.as_ref());
     let table = match generations.base_path(name, target.generation) {
         Some(path) => {
             let mut writer = RunWriter::create(&path)?;
-            builder.finish(&mut Tee(&mut writer, &mut digest))?;
+            builder.write_rows(&mut Tee(&mut writer, &mut digest))?;
+            let handed_out = started.elapsed();
             writer.finish()?;
+            tracing::debug!(
+                read_model = name,
+                rows_ms = handed_out.as_millis() as u64,
+                synced_ms = started.elapsed().as_millis() as u64,
+                "base file written"
+            );
             // Recorded once complete; the checkpoint last: a generation with its checkpoint
             // has all its rows. (A crash before the switch leaves a generation the next
             // rebuild drops, file included.)
@@ -508,7 +592,7 @@ fn write(
         }
         None => {
             let mut rows = TreeSink::new(target.table.tree());
-            builder.finish(&mut Tee(&mut rows, &mut digest))?;
+            builder.write_rows(&mut Tee(&mut rows, &mut digest))?;
             rows.flush()?;
             target.table.clone()
         }

@@ -122,7 +122,8 @@ async fn build_and_switch(
     started: Instant,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
     // Catch up without blocking the live runners until one batch is short of a full one.
-    let targets = &first_pass(read_models.generations(), store, targets, progress).await?;
+    let (targets, spent) = first_pass(read_models.generations(), store, targets, progress).await?;
+    let targets = &targets;
 
     // Pause the live runners (after their current batch) for the tail and the switch.
     let mut writers = Vec::new();
@@ -130,6 +131,7 @@ async fn build_and_switch(
         writers.push(slot.writer.lock().await);
     }
     catch_up(store, targets, None, false, progress).await?;
+    tracing::debug!("rebuild tail applied");
     let generations = read_models.generations();
     let mut lives = Vec::new();
     for (slot, target) in slots.iter().zip(targets) {
@@ -174,6 +176,8 @@ async fn build_and_switch(
         old.push((slot.name(), live.generation));
     }
     drop(writers);
+    // The rebuilt generations are live: what the builders held is freed in the background.
+    generations.reclaimer().free(spent);
     for (name, generation) in old {
         generations.drop_generation(name, generation)?;
     }
@@ -211,7 +215,9 @@ async fn compare(
     scratch: &[Target; 1],
 ) -> Result<VerifyReport, ProjectionError> {
     let mut no_progress = |_: RebuildProgress| {};
-    let scratch = &first_pass(generations, store, scratch, &mut no_progress).await?;
+    let (scratch, spent) = first_pass(generations, store, scratch, &mut no_progress).await?;
+    generations.reclaimer().free(spent);
+    let scratch = &scratch;
     let _writer = slot.writer.lock().await;
     let live = slot.live();
     let live_cp = live.table.checkpoint()?;

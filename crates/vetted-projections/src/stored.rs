@@ -248,8 +248,12 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         w.copy_from_slice(c);
         u64::from_le_bytes(w)
     };
+    // The last few bytes folded into a word too: comparing them as slices calls `memcmp`.
+    let tail = |c: &[u8]| c.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b));
     let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
-    x.by_ref().zip(y.by_ref()).all(|(c, d)| word(c) == word(d)) && x.remainder() == y.remainder()
+    a.len() == b.len()
+        && x.by_ref().zip(y.by_ref()).all(|(c, d)| word(c) == word(d))
+        && tail(x.remainder()) == tail(y.remainder())
 }
 
 /// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a control
@@ -422,6 +426,16 @@ mod tests {
         ) {
             let expected = bytes.iter().position(|b| matches!(b, b'"' | b'\\') || *b < 0x20);
             prop_assert_eq!(string_end(&bytes), expected);
+        }
+
+        /// The word-at-a-time compare says what `==` says, whatever the lengths.
+        #[test]
+        fn same_bytes_is_equality(
+            a in proptest::collection::vec(0u8..4, 0..30),
+            b in proptest::collection::vec(0u8..4, 0..30),
+        ) {
+            prop_assert_eq!(same_bytes(&a, &b), a == b);
+            prop_assert!(same_bytes(&a, &a.clone()));
         }
     }
 
