@@ -181,6 +181,11 @@ impl ApplicantProjection for ApplicantListProjection {
         APPLICANT_LIST
     }
 
+    // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
+    fn fold_cost(&self) -> u32 {
+        280
+    }
+
     /// 2: compact binary rows (1: JSON rows).
     fn layout(&self) -> u32 {
         2

@@ -335,6 +335,11 @@ impl ApplicantProjection for ApplicantViewProjection {
         APPLICANT_VIEW
     }
 
+    // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
+    fn fold_cost(&self) -> u32 {
+        400
+    }
+
     /// 3: step data in binary (2: compact binary rows, step data as JSON text; 1: JSON rows).
     fn layout(&self) -> u32 {
         3

@@ -190,6 +190,11 @@ impl ApplicantProjection for DashboardProjection {
         DASHBOARD
     }
 
+    // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
+    fn fold_cost(&self) -> u32 {
+        220
+    }
+
     /// 2: compact binary rows (1: JSON rows).
     fn layout(&self) -> u32 {
         2

@@ -153,6 +153,12 @@ pub(crate) trait ApplicantProjection: Clone + Send + Sync + 'static {
         1
     }
 
+    /// What its rebuild fold costs per event, relative to the others (see
+    /// [`Builder::fold_cost`]).
+    fn fold_cost(&self) -> u32 {
+        bulk::DEFAULT_FOLD_COST
+    }
+
     /// Folds one event of an applicant into the read model.
     fn apply_applicant<S: rows::RowStore>(
         &self,

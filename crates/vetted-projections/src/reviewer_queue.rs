@@ -121,6 +121,11 @@ impl ApplicantProjection for ReviewerQueueProjection {
         REVIEWER_QUEUE
     }
 
+    // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
+    fn fold_cost(&self) -> u32 {
+        190
+    }
+
     /// 2: compact binary rows (1: JSON rows).
     fn layout(&self) -> u32 {
         2

@@ -156,6 +156,31 @@ fn show(key: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(key))
 }
 
+/// How many leading bytes `a` and `b` share, compared eight at a time: sorted keys share
+/// long prefixes, and a byte at a time was a good part of writing them.
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    for (x, y) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+        let differ = word(x) ^ word(y);
+        if differ != 0 {
+            // Little-endian: the lowest differing bit lies in the first differing byte.
+            return at + (differ.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -281,7 +306,16 @@ impl RunWriter {
     /// to or below the previous one is refused, and the writer stays as it was.
     pub fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), ProjectionError> {
         self.check_usable()?;
-        if self.entries > 0 && key <= self.last_key.as_slice() {
+        // One walk over the keys gives the prefix they share and their order.
+        let common = common_prefix(&self.last_key, key);
+        let ascending = match (key.get(common), self.last_key.get(common)) {
+            (Some(next), Some(last)) => next > last,
+            // The last key is a prefix of this one.
+            (Some(_), None) => true,
+            // The same key, or this one is a prefix of the last.
+            (None, _) => false,
+        };
+        if self.entries > 0 && !ascending {
             return Err(file_error(
                 &self.tmp,
                 format_args!(
@@ -296,11 +330,7 @@ impl RunWriter {
             self.block_first.extend_from_slice(key);
             0
         } else {
-            self.last_key
-                .iter()
-                .zip(key)
-                .take_while(|(a, b)| a == b)
-                .count()
+            common
         };
         put_varint(&mut self.block, shared as u64);
         put_varint(&mut self.block, (key.len() - shared) as u64);
@@ -1583,6 +1613,17 @@ mod tests {
     }
 
     proptest! {
+        /// The word-at-a-time prefix is the byte-at-a-time one, whatever the lengths.
+        #[test]
+        fn common_prefix_counts_the_shared_leading_bytes(
+            a in proptest::collection::vec(0u8..3, 0..40),
+            b in proptest::collection::vec(0u8..3, 0..40),
+        ) {
+            let expected = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            prop_assert_eq!(common_prefix(&a, &b), expected);
+            prop_assert_eq!(common_prefix(&a, &a), a.len());
+        }
+
         #[test]
         fn a_run_reads_like_the_map_it_was_written_from(
             rows in rows_strategy(),

@@ -124,6 +124,11 @@ impl ApplicantProjection for TimelineProjection {
         TIMELINE
     }
 
+    // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
+    fn fold_cost(&self) -> u32 {
+        340
+    }
+
     /// 2: compact binary rows (1: JSON rows).
     fn layout(&self) -> u32 {
         2
