@@ -240,49 +240,72 @@ pub(crate) fn canonical(text: &str) -> Option<Lean<'_>> {
     })
 }
 
-/// Whether `a` and `b` (of one length) are equal, compared eight bytes at a time: the keys
-/// compared here are short, and a call to `memcmp` costs more than comparing them.
+/// Whether `a` and `b` are equal, compared a word at a time: the keys compared here are short,
+/// and a call to `memcmp` costs more than comparing them. The last word overlaps the one
+/// before it rather than leaving a few bytes to compare one by one.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let word = |c: &[u8]| {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |c: &[u8], at: usize| {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
+        w.copy_from_slice(&c[at..at + 8]);
         u64::from_le_bytes(w)
     };
-    // The last few bytes folded into a word too: comparing them as slices calls `memcmp`.
-    let tail = |c: &[u8]| c.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b));
-    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
-    a.len() == b.len()
-        && x.by_ref().zip(y.by_ref()).all(|(c, d)| word(c) == word(d))
-        && tail(x.remainder()) == tail(y.remainder())
+    let half = |c: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&c[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        0..4 => a == b,
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            (0..n / 8).all(|i| word(a, i * 8) == word(b, i * 8)) && word(a, n - 8) == word(b, n - 8)
+        }
+    }
 }
 
 /// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a control
-/// character) is in `bytes`, eight bytes at a time.
+/// character) is in `bytes`. Sixteen bytes at a time are tested at once, written so that the
+/// compiler makes it a few vector instructions (compare, then one mask for all sixteen); the
+/// chunk that holds the end is then searched eight bytes at a time ([`word_end`]).
 fn string_end(bytes: &[u8]) -> Option<usize> {
+    // `|` rather than `||`: no branch per byte, so the chunk's test vectorizes.
+    let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
+    let mut chunks = bytes.chunks_exact(16);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
+            let (low, high) = chunk.split_at(8);
+            return word_end(low)
+                .or_else(|| word_end(high).map(|i| 8 + i))
+                .map(|i| at + i);
+        }
+        at += 16;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| special(b))
+        .map(|i| at + i)
+}
+
+/// [`string_end`] within eight bytes, as one word.
+fn word_end(chunk: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte of `v` below `n` (n <= 128) sets its high bit in the result; so does every
     // byte above it, through the borrow, but the lowest flagged byte is always a true one.
     let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let hits = below(v ^ (ONES * u64::from(b'"')), 1)
-            | below(v ^ (ONES * u64::from(b'\\')), 1)
-            | below(v, 0x20);
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|b| matches!(b, b'"' | b'\\') || *b < 0x20)
-        .map(|i| at + i)
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    let v = u64::from_le_bytes(word);
+    let hits = below(v ^ (ONES * u64::from(b'"')), 1)
+        | below(v ^ (ONES * u64::from(b'\\')), 1)
+        | below(v, 0x20);
+    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
 }
 
 /// A cursor over the envelope's text.
@@ -431,8 +454,8 @@ mod tests {
         /// The word-at-a-time compare says what `==` says, whatever the lengths.
         #[test]
         fn same_bytes_is_equality(
-            a in proptest::collection::vec(0u8..4, 0..30),
-            b in proptest::collection::vec(0u8..4, 0..30),
+            a in proptest::collection::vec(0u8..2, 0..30),
+            b in proptest::collection::vec(0u8..2, 0..30),
         ) {
             prop_assert_eq!(same_bytes(&a, &b), a == b);
             prop_assert!(same_bytes(&a, &a.clone()));
