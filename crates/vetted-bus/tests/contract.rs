@@ -38,6 +38,7 @@ contract_case!(
     read_stream_honours_from_version_and_max,
     read_all_is_in_global_order_across_streams,
     read_all_batch_holds_exactly_what_read_all_returns,
+    read_stream_batch_holds_exactly_what_read_stream_returns,
     stream_version_and_head_follow_appends,
     racing_writers_on_one_stream_win_each_version_once,
     concurrent_appends_to_different_streams_get_contiguous_positions,

@@ -3,9 +3,13 @@
 //! live read model showed at `t`.
 use chrono::{DateTime, Utc};
 use vetted_domain::ApplicantId;
-use vetted_store::{EventStore, RecordedEvent};
+use vetted_store::{EventBatch, EventStore, RecordedEvent};
 
-use crate::{ApplicantView, ProjectionError, Timeline};
+use crate::fact::BatchText;
+use crate::{
+    ApplicantFact, ApplicantFold, ApplicantView, DecodedEvent, ProjectionError, Timeline,
+    TimelineEntry,
+};
 
 /// Events read from the store per call while replaying.
 const PAGE: usize = 1000;
@@ -40,6 +44,109 @@ pub async fn events_as_of(
     Ok(events)
 }
 
+/// An applicant's events as of a moment, decoded as a rebuild decodes them: read as the
+/// store keeps them ([`EventStore::read_stream_batch`]: the embedded log's stored JSON), only
+/// the fields the read models show decoded, strings left in the page's text. Folding these
+/// gives what folding [`events_as_of`] gives (the facts are the same; tested), at about half
+/// the cost per event.
+struct Replayed {
+    pages: Vec<Page>,
+}
+
+/// A page of an applicant's stream.
+struct Page {
+    /// The stored text the events' strings lie in (empty when the store gave decoded events).
+    text: String,
+    events: Vec<DecodedEvent>,
+}
+
+impl Replayed {
+    async fn read(
+        store: &dyn EventStore,
+        app: &str,
+        id: &ApplicantId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Replayed, ProjectionError> {
+        let stream = id.stream();
+        let mut pages = Vec::new();
+        let mut from = 0;
+        // An event recorded after `at` does not count, even if this engine cannot read it
+        // (a newer schema version): it is skipped as `events_as_of` skips it.
+        let after = |event: &RecordedEvent| at.is_some_and(|t| event.recorded_at > t);
+        loop {
+            let batch = store.read_stream_batch(&stream, from, PAGE).await?;
+            let full = batch.len() == PAGE;
+            let mut last_version = None;
+            let mut page = match batch {
+                EventBatch::Json(frames) => {
+                    let text = BatchText::of(frames)?;
+                    let mut events = Vec::with_capacity(text.frames.len());
+                    for (position, range) in &text.frames {
+                        let frame = text.text.get(range.clone()).unwrap_or_default();
+                        match DecodedEvent::from_json(*position, frame, &text.text) {
+                            Ok(event) => events.extend(event),
+                            Err(e) => match serde_json::from_str::<RecordedEvent>(frame) {
+                                Ok(event) if after(&event) => {
+                                    last_version = Some(event.stream_version);
+                                    continue;
+                                }
+                                _ => return Err(e),
+                            },
+                        }
+                        last_version = None;
+                    }
+                    Page {
+                        text: text.text,
+                        events,
+                    }
+                }
+                EventBatch::Decoded(recorded) => {
+                    let mut events = Vec::with_capacity(recorded.len());
+                    for event in recorded {
+                        if after(&event) {
+                            last_version = Some(event.stream_version);
+                            continue;
+                        }
+                        events.extend(DecodedEvent::from_recorded(event)?);
+                        last_version = None;
+                    }
+                    Page {
+                        text: String::new(),
+                        events,
+                    }
+                }
+            };
+            // Where the next page starts: after the page's last event, read or skipped.
+            let last_read = page
+                .events
+                .last()
+                .map(|e| e.fact(&page.text).stream_version);
+            let Some(last) = last_version.or(last_read) else {
+                break;
+            };
+            from = last + 1;
+            page.events
+                .retain(|e| at.is_none_or(|t| e.fact(&page.text).recorded_at <= t));
+            pages.push(page);
+            if !full {
+                break;
+            }
+        }
+        let mut replayed = Replayed { pages };
+        if replayed.facts().next().is_some_and(|f| f.tenant != app) {
+            replayed.pages.clear();
+        }
+        Ok(replayed)
+    }
+
+    /// The facts, in stream order.
+    fn facts(&self) -> impl Iterator<Item = ApplicantFact<'_>> {
+        self.pages
+            .iter()
+            .flat_map(|page| page.events.iter().map(|e| e.fact(&page.text)))
+    }
+}
+
 /// The view of applicant `id` as of `at` (`None`: now, straight from the log).
 pub async fn view_as_of(
     store: &dyn EventStore,
@@ -47,7 +154,12 @@ pub async fn view_as_of(
     id: &ApplicantId,
     at: Option<DateTime<Utc>>,
 ) -> Result<Option<ApplicantView>, ProjectionError> {
-    ApplicantView::fold(&events_as_of(store, app, id, at).await?)
+    let replayed = Replayed::read(store, app, id, at).await?;
+    let mut fold = ApplicantFold::default();
+    for fact in replayed.facts() {
+        fold.apply_fact(&fact);
+    }
+    Ok(fold.view())
 }
 
 /// The timeline of applicant `id` as of `at` (`None`: now, straight from the log).
@@ -57,5 +169,11 @@ pub async fn timeline_as_of(
     id: &ApplicantId,
     at: Option<DateTime<Utc>>,
 ) -> Result<Timeline, ProjectionError> {
-    Timeline::fold(&events_as_of(store, app, id, at).await?)
+    let replayed = Replayed::read(store, app, id, at).await?;
+    Ok(Timeline {
+        items: replayed
+            .facts()
+            .map(|fact| TimelineEntry::of_fact(&fact))
+            .collect(),
+    })
 }

@@ -76,6 +76,30 @@ impl TimelineEntry {
     }
 }
 
+impl TimelineEntry {
+    /// The entry for one applicant event as the read models see it (the same entry as
+    /// [`TimelineEntry::of_decoded`] on the event it was read from).
+    pub fn of_fact(fact: &ApplicantFact<'_>) -> TimelineEntry {
+        let actor = fact.actor;
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        TimelineEntry {
+            at: fact.recorded_at,
+            actor: ActorRef {
+                kind: actor.kind,
+                id: owned(actor.id),
+            },
+            action: fact.event_type.to_string(),
+            summary: fact.event.summary(),
+            ip: owned(actor.ip),
+            user_agent: owned(actor.user_agent),
+            os: owned(actor.os),
+            browser: owned(actor.browser),
+            version: fact.stream_version,
+            event_id: fact.event_id,
+        }
+    }
+}
+
 /// An applicant's timeline, oldest first; on the wire `{"items":[...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {

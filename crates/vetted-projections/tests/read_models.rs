@@ -123,7 +123,17 @@ async fn a_created_applicant_reads_back_in_the_wire_shape_of_the_api() {
 
 #[tokio::test]
 async fn an_auditor_replay_as_of_any_moment_shows_the_same_bytes_the_live_view_showed() {
-    let store = Arc::new(MemoryStore::new());
+    replay_shows_what_the_live_view_showed(Arc::new(MemoryStore::new())).await;
+}
+
+/// The same on the embedded log, whose replays read the stored JSON (`read_stream_batch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_replay_from_the_embedded_log_shows_the_same_bytes_the_live_view_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    replay_shows_what_the_live_view_showed(Arc::new(SledStore::open(dir.path()).unwrap())).await;
+}
+
+async fn replay_shows_what_the_live_view_showed<S: EventStore>(store: Arc<S>) {
     let read_models = Arc::new(ReadModels::open(temp_db()).unwrap());
     let runner = Runner::start(read_models.clone(), store.clone());
     let life = rich_lifecycle(5);
@@ -834,4 +844,63 @@ async fn read_models_written_in_an_older_row_layout_are_found_stale_and_rebuilt(
     drop(read_models);
     let reopened = ReadModels::open(db).unwrap();
     assert!(reopened.stale_layouts().unwrap().is_empty());
+}
+
+/// A replay reads a long stream a page (1,000 events) at a time: across pages, from either
+/// kind of store, at moments before, inside and after it, it folds exactly what the events
+/// `events_as_of` returns fold to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_across_pages_folds_what_the_recorded_events_fold_to() {
+    use vetted_projections::replay::events_as_of;
+    use vetted_projections::{ApplicantView, Timeline};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let memory: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let life = rich_lifecycle(2_300);
+    let id = applicant_of(&life[0]);
+    let app = app().to_string();
+    for store in [&sled, &memory] {
+        for a in &life {
+            append(store.as_ref(), a).await;
+        }
+    }
+    let recorded = sled.read_stream(&id.stream(), 0, usize::MAX).await.unwrap();
+    assert!(recorded.len() > 2_300, "the stream spans three pages");
+    let first = recorded[0].recorded_at;
+    let moments = [
+        first - chrono::Duration::seconds(1),
+        first,
+        recorded[999].recorded_at,
+        recorded[1000].recorded_at,
+        recorded[recorded.len() / 2].recorded_at,
+        recorded[recorded.len() - 1].recorded_at,
+    ];
+    for store in [&sled, &memory] {
+        for at in moments.iter().copied().map(Some).chain([None]) {
+            let events = events_as_of(store.as_ref(), &app, &id, at).await.unwrap();
+            assert_eq!(
+                view_as_of(store.as_ref(), &app, &id, at).await.unwrap(),
+                ApplicantView::fold(&events).unwrap(),
+                "view as of {at:?}"
+            );
+            assert_eq!(
+                timeline_as_of(store.as_ref(), &app, &id, at).await.unwrap(),
+                Timeline::fold(&events).unwrap(),
+                "timeline as of {at:?}"
+            );
+        }
+        // Another application's auditor sees nothing.
+        assert_eq!(
+            view_as_of(store.as_ref(), "another-app", &id, None)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(timeline_as_of(store.as_ref(), "another-app", &id, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+    }
 }

@@ -33,6 +33,7 @@ where
     read_stream_honours_from_version_and_max(fresh_store().await).await;
     read_all_is_in_global_order_across_streams(fresh_store().await).await;
     read_all_batch_holds_exactly_what_read_all_returns(fresh_store().await).await;
+    read_stream_batch_holds_exactly_what_read_stream_returns(fresh_store().await).await;
     stream_version_and_head_follow_appends(fresh_store().await).await;
     racing_writers_on_one_stream_win_each_version_once(fresh_store().await).await;
     concurrent_appends_to_different_streams_get_contiguous_positions(fresh_store().await).await;
@@ -381,6 +382,73 @@ pub async fn read_all_batch_holds_exactly_what_read_all_returns<S: EventStore>(s
         if from > head {
             assert!(events.is_empty(), "nothing past the head");
         }
+    }
+}
+
+/// `read_stream_batch(stream, from, max)` holds exactly the events `read_stream(stream, from,
+/// max)` returns, as stored JSON (each frame a `RecordedEvent` whose position is the one beside
+/// it) or decoded; an unknown stream, or a version past its last, reads as empty.
+pub async fn read_stream_batch_holds_exactly_what_read_stream_returns<S: EventStore>(store: S) {
+    for round in 0..5 {
+        for stream in ["applicant-7", "applicant-7x", "applicant-8"] {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    batch(round * 3, 1 + round % 3),
+                )
+                .await
+                .expect("append");
+        }
+    }
+    let reads = [
+        ("applicant-7", 0, 1000),
+        ("applicant-7", 0, 1),
+        ("applicant-7", 0, 0),
+        ("applicant-7", 3, 4),
+        ("applicant-7", 9, usize::MAX),
+        ("applicant-7", 10, 10),
+        ("applicant-7", 1000, 10),
+        ("applicant-7x", 2, 5),
+        ("applicant-8", 0, 1000),
+        ("applicant-9", 0, 1000),
+    ];
+    for (stream, from, max) in reads {
+        let expected = store
+            .read_stream(stream, from, max)
+            .await
+            .expect("read_stream");
+        let read = store
+            .read_stream_batch(stream, from, max)
+            .await
+            .expect("read_stream_batch");
+        assert_eq!(
+            read.len(),
+            expected.len(),
+            "{stream} from {from}, max {max}"
+        );
+        assert_eq!(
+            read.last_position(),
+            expected.last().map(|e| e.global_position),
+            "{stream} from {from}, max {max}"
+        );
+        let events = match read {
+            EventBatch::Json(frames) => frames
+                .iter()
+                .map(|(position, json)| {
+                    let event: RecordedEvent = serde_json::from_slice(json).unwrap_or_else(|e| {
+                        panic!("the frame at {position} is not a RecordedEvent: {e}")
+                    });
+                    assert_eq!(
+                        event.global_position, position,
+                        "a frame holds the position given beside it"
+                    );
+                    event
+                })
+                .collect(),
+            EventBatch::Decoded(events) => events,
+        };
+        assert_eq!(events, expected, "{stream} from {from}, max {max}");
     }
 }
 

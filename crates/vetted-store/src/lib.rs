@@ -101,6 +101,20 @@ pub trait EventStore: Send + Sync + 'static {
         ))
     }
 
+    /// Reads like [`EventStore::read_stream`] (versions from `from_version`, at most `max`), but
+    /// gives events as the backend keeps them, as [`EventStore::read_all_batch`] does: an
+    /// auditor's replay then decodes only the fields it shows.
+    async fn read_stream_batch(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<EventBatch, StoreError> {
+        Ok(EventBatch::Decoded(
+            self.read_stream(stream, from_version, max).await?,
+        ))
+    }
+
     /// The current version of `stream`, or `None` if it has no events.
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;
 

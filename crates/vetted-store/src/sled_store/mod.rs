@@ -24,6 +24,7 @@ mod migrate;
 mod writer;
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,7 +36,7 @@ use self::index::Recent;
 use self::log::EventLog;
 use self::writer::{AppendRequest, Trees};
 use crate::{
-    feed, AppendResult, EventBatch, EventFeed, EventStore, ExpectedVersion, NewEvent,
+    feed, AppendResult, EventBatch, EventFeed, EventStore, ExpectedVersion, JsonEvents, NewEvent,
     RecordedEvent, StoreError,
 };
 
@@ -255,6 +256,79 @@ fn recover(trees: &Trees, recent: &Recent) -> Result<u64, StoreError> {
 
 /// The events at `positions` (ascending `(version, position)`), each checked against the
 /// index entry that led to it.
+/// The stored frames of `stream`'s events at `positions` ((version, position) pairs from the
+/// stream index), checked as [`events_at`] checks the events: each frame must be the event the
+/// index says. A frame in the shape stores write is checked by its first bytes (position,
+/// stream, version); any other is decoded and checked as an event.
+pub(crate) fn frames_at(
+    log: &EventLog,
+    stream: &str,
+    positions: &[(u64, u64)],
+) -> Result<JsonEvents, StoreError> {
+    let mut out = JsonEvents::new();
+    let wanted: Vec<u64> = positions.iter().map(|(_, p)| *p).collect();
+    let stream_json = serde_json::to_string(stream).map_err(|e| StoreError::Corrupt {
+        location: "stream index".into(),
+        reason: format!("stream id {stream}: {e}"),
+    })?;
+    let mut expected = positions.iter();
+    let mut prefix = Vec::with_capacity(64 + stream_json.len());
+    log.for_positions(&wanted, |position, bytes| {
+        let version = expected
+            .by_ref()
+            .find(|(_, p)| *p == position)
+            .map(|(v, _)| *v);
+        prefix.clear();
+        if let Some(version) = version {
+            // Writing into a `Vec` cannot fail.
+            let _ = write!(
+                prefix,
+                "{{\"globalPosition\":{position},\"streamId\":{stream_json},\"streamVersion\":{version},"
+            );
+        }
+        if version.is_none() || !bytes.starts_with(&prefix) {
+            let event = log::decode_event(position, bytes)?;
+            if event.stream_id != stream || Some(event.stream_version) != version {
+                return Err(not_indexed(stream, version, position, &event));
+            }
+        }
+        out.push(position, bytes);
+        Ok(())
+    })?;
+    if out.len() < positions.len() {
+        let missing = positions
+            .iter()
+            .find(|(_, p)| !out.iter().any(|(at, _)| at == *p))
+            .map_or(0, |(_, p)| *p);
+        return Err(missing_event(stream, missing));
+    }
+    Ok(out)
+}
+
+/// A log event that is not the one the stream index names.
+fn not_indexed(
+    stream: &str,
+    version: Option<u64>,
+    position: u64,
+    event: &RecordedEvent,
+) -> StoreError {
+    StoreError::Corrupt {
+        location: format!("event log, global position {position}"),
+        reason: format!(
+            "the stream index says {stream} version {version:?}, the log holds {} version {}",
+            event.stream_id, event.stream_version
+        ),
+    }
+}
+
+/// A position the stream index names with no event stored there.
+fn missing_event(stream: &str, position: u64) -> StoreError {
+    StoreError::Corrupt {
+        location: format!("event log, global position {position}"),
+        reason: format!("stream {stream} indexes this position but no event is stored there"),
+    }
+}
+
 pub(crate) fn events_at(
     log: &EventLog,
     stream: &str,
@@ -270,14 +344,7 @@ pub(crate) fn events_at(
             .find(|(_, p)| *p == position)
             .map(|(v, _)| *v);
         if event.stream_id != stream || Some(event.stream_version) != version {
-            return Err(StoreError::Corrupt {
-                location: format!("event log, global position {position}"),
-                reason: format!(
-                    "the stream index says {stream} version {version:?}, the log holds {} \
-                     version {}",
-                    event.stream_id, event.stream_version
-                ),
-            });
+            return Err(not_indexed(stream, version, position, &event));
         }
         out.push(event);
         Ok(())
@@ -287,10 +354,7 @@ pub(crate) fn events_at(
             .iter()
             .find(|(_, p)| !out.iter().any(|e| e.global_position == *p))
             .map_or(0, |(_, p)| *p);
-        return Err(StoreError::Corrupt {
-            location: format!("event log, global position {missing}"),
-            reason: format!("stream {stream} indexes this position but no event is stored there"),
-        });
+        return Err(missing_event(stream, missing));
     }
     Ok(out)
 }
@@ -336,6 +400,22 @@ impl EventStore for SledStore {
             positions.truncate(cut);
         }
         events_at(&self.inner.trees.log, stream, &positions)
+    }
+
+    async fn read_stream_batch(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<EventBatch, StoreError> {
+        let upto = self.durable_head();
+        let recent = self.inner.recent.runs_of(stream);
+        let mut positions =
+            index::positions(&self.inner.trees.index, &recent, stream, from_version, max)?;
+        if let Some(cut) = positions.iter().position(|(_, p)| *p > upto) {
+            positions.truncate(cut);
+        }
+        frames_at(&self.inner.trees.log, stream, &positions).map(EventBatch::Json)
     }
 
     async fn read_all(
