@@ -554,7 +554,10 @@ impl RowStore for BulkRows {
 
     fn remove(&mut self, key: Vec<u8>) {
         self.forget_typed(&key);
-        self.raw.insert(key.into_boxed_slice(), RawRow::whole(None));
+        // No tombstone: a rebuild starts from nothing, so an absent row is a removed one (the
+        // list's status index moves every applicant several times; its tombstones were most
+        // of that read model's memory).
+        self.raw.remove(&key[..]);
     }
 
     fn update_applicant_row<T: RowCodec, R>(
