@@ -92,7 +92,7 @@ impl Generations {
     }
 
     /// Who frees the memory of finished rebuilds (see [`crate::pass::Reclaimer`]).
-    pub(crate) fn reclaimer(&self) -> &crate::pass::Reclaimer {
+    pub(crate) fn reclaimer(&self) -> &Arc<crate::pass::Reclaimer> {
         &self.reclaimer
     }
 

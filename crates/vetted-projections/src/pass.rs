@@ -47,8 +47,12 @@ pub(crate) async fn first_pass(
     targets: &[Target],
     progress: &mut (dyn FnMut(RebuildProgress) + Send),
 ) -> Result<(Vec<Target>, Spent), ProjectionError> {
-    // At most one rebuild's memory at a time: the last one's is freed first.
-    generations.reclaimer().wait();
+    // At most one rebuild's memory at a time: the last one's is freed first (joined off the
+    // async runtime's threads).
+    let reclaimer = generations.reclaimer().clone();
+    tokio::task::spawn_blocking(move || reclaimer.wait())
+        .await
+        .map_err(|e| ProjectionError::Other(format!("freeing the last rebuild failed: {e}")))?;
     let mut folding = Vec::new();
     let mut applying = Vec::new();
     for (i, target) in targets.iter().enumerate() {
