@@ -319,19 +319,7 @@ pub async fn read_all_is_in_global_order_across_streams<S: EventStore>(store: S)
 /// JSON (each frame a `RecordedEvent` whose position is the one beside it) or decoded; past the
 /// head it is empty.
 pub async fn read_all_batch_holds_exactly_what_read_all_returns<S: EventStore>(store: S) {
-    for round in 0..6 {
-        for stream in ["applicant-a", "applicant-b", "applicant-c"] {
-            // Multi-event appends too, so groups of one append are read across.
-            store
-                .append(
-                    stream,
-                    ExpectedVersion::Any,
-                    batch(round * 3, 1 + round % 3),
-                )
-                .await
-                .expect("append");
-        }
-    }
+    append_rounds(&store, 6, ["applicant-a", "applicant-b", "applicant-c"]).await;
     let head = store.head().await.expect("head");
     assert_eq!(head, 36);
     let reads = [
@@ -362,22 +350,7 @@ pub async fn read_all_batch_holds_exactly_what_read_all_returns<S: EventStore>(s
             expected.last().map(|e| e.global_position),
             "from {from}, max {max}"
         );
-        let events = match read {
-            EventBatch::Json(frames) => frames
-                .iter()
-                .map(|(position, json)| {
-                    let event: RecordedEvent = serde_json::from_slice(json).unwrap_or_else(|e| {
-                        panic!("the frame at {position} is not a RecordedEvent: {e}")
-                    });
-                    assert_eq!(
-                        event.global_position, position,
-                        "a frame holds the position given beside it"
-                    );
-                    event
-                })
-                .collect(),
-            EventBatch::Decoded(events) => events,
-        };
+        let events = events_of(read);
         assert_eq!(events, expected, "from {from}, max {max}");
         if from > head {
             assert!(events.is_empty(), "nothing past the head");
@@ -389,18 +362,8 @@ pub async fn read_all_batch_holds_exactly_what_read_all_returns<S: EventStore>(s
 /// max)` returns, as stored JSON (each frame a `RecordedEvent` whose position is the one beside
 /// it) or decoded; an unknown stream, or a version past its last, reads as empty.
 pub async fn read_stream_batch_holds_exactly_what_read_stream_returns<S: EventStore>(store: S) {
-    for round in 0..5 {
-        for stream in ["applicant-7", "applicant-7x", "applicant-8"] {
-            store
-                .append(
-                    stream,
-                    ExpectedVersion::Any,
-                    batch(round * 3, 1 + round % 3),
-                )
-                .await
-                .expect("append");
-        }
-    }
+    // A stream whose id extends another's must not leak into it.
+    append_rounds(&store, 5, ["applicant-7", "applicant-7x", "applicant-8"]).await;
     let reads = [
         ("applicant-7", 0, 1000),
         ("applicant-7", 0, 1),
@@ -432,23 +395,46 @@ pub async fn read_stream_batch_holds_exactly_what_read_stream_returns<S: EventSt
             expected.last().map(|e| e.global_position),
             "{stream} from {from}, max {max}"
         );
-        let events = match read {
-            EventBatch::Json(frames) => frames
-                .iter()
-                .map(|(position, json)| {
-                    let event: RecordedEvent = serde_json::from_slice(json).unwrap_or_else(|e| {
-                        panic!("the frame at {position} is not a RecordedEvent: {e}")
-                    });
-                    assert_eq!(
-                        event.global_position, position,
-                        "a frame holds the position given beside it"
-                    );
-                    event
-                })
-                .collect(),
-            EventBatch::Decoded(events) => events,
-        };
+        let events = events_of(read);
         assert_eq!(events, expected, "{stream} from {from}, max {max}");
+    }
+}
+
+/// Appends to each of `streams` in turn, `rounds` times, one to three events an append (so
+/// groups of one append are read across).
+async fn append_rounds<S: EventStore>(store: &S, rounds: u64, streams: [&str; 3]) {
+    for round in 0..rounds {
+        for stream in streams {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    batch(round * 3, 1 + round % 3),
+                )
+                .await
+                .expect("append");
+        }
+    }
+}
+
+/// The events of a batch: its frames decoded (each must be a `RecordedEvent` whose position is
+/// the one beside it), or its decoded events.
+fn events_of(batch: EventBatch) -> Vec<RecordedEvent> {
+    match batch {
+        EventBatch::Json(frames) => frames
+            .iter()
+            .map(|(position, json)| {
+                let event: RecordedEvent = serde_json::from_slice(json).unwrap_or_else(|e| {
+                    panic!("the frame at {position} is not a RecordedEvent: {e}")
+                });
+                assert_eq!(
+                    event.global_position, position,
+                    "a frame holds the position given beside it"
+                );
+                event
+            })
+            .collect(),
+        EventBatch::Decoded(events) => events,
     }
 }
 

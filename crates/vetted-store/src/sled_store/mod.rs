@@ -219,6 +219,26 @@ impl SledStore {
     fn durable_head(&self) -> u64 {
         *self.inner.durable.borrow()
     }
+
+    /// (version, position) of up to `max` durable events of `stream` from `from_version`, from
+    /// the stream index.
+    fn stream_positions(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let upto = self.durable_head();
+        // Memory first, then the tree: see `index::positions`.
+        let recent = self.inner.recent.runs_of(stream);
+        let mut positions =
+            index::positions(&self.inner.trees.index, &recent, stream, from_version, max)?;
+        // In flight: versions after it are too.
+        if let Some(cut) = positions.iter().position(|(_, p)| *p > upto) {
+            positions.truncate(cut);
+        }
+        Ok(positions)
+    }
 }
 
 /// Finds the last position in the log and reads the entries the stream index lacks back into
@@ -390,15 +410,7 @@ impl EventStore for SledStore {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let upto = self.durable_head();
-        // Memory first, then the tree: see `index::positions`.
-        let recent = self.inner.recent.runs_of(stream);
-        let mut positions =
-            index::positions(&self.inner.trees.index, &recent, stream, from_version, max)?;
-        // In flight: versions after it are too.
-        if let Some(cut) = positions.iter().position(|(_, p)| *p > upto) {
-            positions.truncate(cut);
-        }
+        let positions = self.stream_positions(stream, from_version, max)?;
         events_at(&self.inner.trees.log, stream, &positions)
     }
 
@@ -408,13 +420,7 @@ impl EventStore for SledStore {
         from_version: u64,
         max: usize,
     ) -> Result<EventBatch, StoreError> {
-        let upto = self.durable_head();
-        let recent = self.inner.recent.runs_of(stream);
-        let mut positions =
-            index::positions(&self.inner.trees.index, &recent, stream, from_version, max)?;
-        if let Some(cut) = positions.iter().position(|(_, p)| *p > upto) {
-            positions.truncate(cut);
-        }
+        let positions = self.stream_positions(stream, from_version, max)?;
         frames_at(&self.inner.trees.log, stream, &positions).map(EventBatch::Json)
     }
 
