@@ -60,6 +60,59 @@ struct Page {
     events: Vec<DecodedEvent>,
 }
 
+impl Page {
+    /// The events of `batch`, decoded, and the version of its last event (`None`: the batch is
+    /// empty). An event recorded after `at` does not count, even if this engine cannot read it
+    /// (a newer payload version): it is skipped, as [`events_as_of`] skips it.
+    fn of(
+        batch: EventBatch,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<(Page, u64)>, ProjectionError> {
+        let after = |event: &RecordedEvent| at.is_some_and(|t| event.recorded_at > t);
+        // The version of the last event when it was skipped rather than decoded.
+        let mut skipped_last = None;
+        let page = match batch {
+            EventBatch::Json(frames) => {
+                let text = BatchText::of(frames)?;
+                let mut events = Vec::with_capacity(text.frames.len());
+                for (position, range) in &text.frames {
+                    let frame = text.text.get(range.clone()).unwrap_or_default();
+                    skipped_last = None;
+                    match DecodedEvent::from_json(*position, frame, &text.text) {
+                        Ok(event) => events.extend(event),
+                        Err(e) => match serde_json::from_str::<RecordedEvent>(frame) {
+                            Ok(event) if after(&event) => skipped_last = Some(event.stream_version),
+                            _ => return Err(e),
+                        },
+                    }
+                }
+                Page {
+                    text: text.text,
+                    events,
+                }
+            }
+            EventBatch::Decoded(recorded) => {
+                let mut events = Vec::with_capacity(recorded.len());
+                for event in recorded {
+                    skipped_last = after(&event).then_some(event.stream_version);
+                    if skipped_last.is_none() {
+                        events.extend(DecodedEvent::from_recorded(event)?);
+                    }
+                }
+                Page {
+                    text: String::new(),
+                    events,
+                }
+            }
+        };
+        let last_read = page
+            .events
+            .last()
+            .map(|e| e.fact(&page.text).stream_version);
+        Ok(skipped_last.or(last_read).map(|last| (page, last)))
+    }
+}
+
 impl Replayed {
     async fn read(
         store: &dyn EventStore,
@@ -70,58 +123,10 @@ impl Replayed {
         let stream = id.stream();
         let mut pages = Vec::new();
         let mut from = 0;
-        // An event recorded after `at` does not count, even if this engine cannot read it
-        // (a newer schema version): it is skipped as `events_as_of` skips it.
-        let after = |event: &RecordedEvent| at.is_some_and(|t| event.recorded_at > t);
         loop {
             let batch = store.read_stream_batch(&stream, from, PAGE).await?;
             let full = batch.len() == PAGE;
-            let mut last_version = None;
-            let mut page = match batch {
-                EventBatch::Json(frames) => {
-                    let text = BatchText::of(frames)?;
-                    let mut events = Vec::with_capacity(text.frames.len());
-                    for (position, range) in &text.frames {
-                        let frame = text.text.get(range.clone()).unwrap_or_default();
-                        match DecodedEvent::from_json(*position, frame, &text.text) {
-                            Ok(event) => events.extend(event),
-                            Err(e) => match serde_json::from_str::<RecordedEvent>(frame) {
-                                Ok(event) if after(&event) => {
-                                    last_version = Some(event.stream_version);
-                                    continue;
-                                }
-                                _ => return Err(e),
-                            },
-                        }
-                        last_version = None;
-                    }
-                    Page {
-                        text: text.text,
-                        events,
-                    }
-                }
-                EventBatch::Decoded(recorded) => {
-                    let mut events = Vec::with_capacity(recorded.len());
-                    for event in recorded {
-                        if after(&event) {
-                            last_version = Some(event.stream_version);
-                            continue;
-                        }
-                        events.extend(DecodedEvent::from_recorded(event)?);
-                        last_version = None;
-                    }
-                    Page {
-                        text: String::new(),
-                        events,
-                    }
-                }
-            };
-            // Where the next page starts: after the page's last event, read or skipped.
-            let last_read = page
-                .events
-                .last()
-                .map(|e| e.fact(&page.text).stream_version);
-            let Some(last) = last_version.or(last_read) else {
+            let Some((mut page, last)) = Page::of(batch, at)? else {
                 break;
             };
             from = last + 1;

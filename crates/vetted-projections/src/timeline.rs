@@ -74,9 +74,7 @@ impl TimelineEntry {
             event_id: event.event_id,
         }
     }
-}
 
-impl TimelineEntry {
     /// The entry for one applicant event as the read models see it (the same entry as
     /// [`TimelineEntry::of_decoded`] on the event it was read from).
     pub fn of_fact(fact: &ApplicantFact<'_>) -> TimelineEntry {

@@ -904,3 +904,58 @@ async fn a_replay_across_pages_folds_what_the_recorded_events_fold_to() {
             .is_empty());
     }
 }
+
+/// An event this engine cannot read (a payload version from a newer engine) recorded after the
+/// moment asked for does not stop the replay of that moment, from either kind of store; asked
+/// for now, the replay says which event it cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_after_the_moment_does_not_stop_its_replay() {
+    use vetted_projections::replay::events_as_of;
+    use vetted_projections::ApplicantView;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let memory: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let life = rich_lifecycle(0);
+    let id = applicant_of(&life[0]);
+    let app = app().to_string();
+    let mut future = life.last().unwrap().events[0].clone();
+    future.event_id = Uuid::now_v7();
+    future.schema_version = 99;
+    for store in [&sled, &memory] {
+        for a in &life {
+            append(store.as_ref(), a).await;
+        }
+        let last = store
+            .read_stream(&id.stream(), 0, usize::MAX)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .recorded_at;
+        // Recorded strictly later than `last` (the store stamps appends with the clock).
+        while Utc::now() <= last {
+            tokio::task::yield_now().await;
+        }
+        store
+            .append(&id.stream(), ExpectedVersion::Any, vec![future.clone()])
+            .await
+            .unwrap();
+        let events = events_as_of(store.as_ref(), &app, &id, Some(last))
+            .await
+            .unwrap();
+        assert_eq!(
+            view_as_of(store.as_ref(), &app, &id, Some(last))
+                .await
+                .unwrap(),
+            ApplicantView::fold(&events).unwrap()
+        );
+        assert!(view_as_of(store.as_ref(), &app, &id, Some(last))
+            .await
+            .unwrap()
+            .is_some());
+        let now = view_as_of(store.as_ref(), &app, &id, None).await;
+        let error = now.expect_err("the newer event cannot be read").to_string();
+        assert!(error.contains("99"), "{error}");
+    }
+}
