@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{from_payload_json, from_tagged_payload, to_untagged_payload, EventCodec};
-use crate::error::DomainError;
+use crate::codec::EventCodec;
 use crate::flow::Flow;
 use crate::ids::AppKey;
 
@@ -101,8 +100,7 @@ impl EventCodec for ApplicationEvent {
 }
 
 impl ApplicationEvent {
-    /// Every application event type name.
-    pub const TYPES: &'static [&'static str] = <Self as EventCodec>::TYPES;
+    crate::codec::payload_methods!();
 
     /// The event type (the variant name).
     pub fn event_type(&self) -> &'static str {
@@ -110,35 +108,6 @@ impl ApplicationEvent {
             ApplicationEvent::ApplicationCreated(_) => "ApplicationCreated",
             ApplicationEvent::ApplicationUpdated(_) => "ApplicationUpdated",
         }
-    }
-
-    /// The payload schema version written today.
-    pub fn schema_version(&self) -> u32 {
-        <Self as EventCodec>::SCHEMA_VERSION
-    }
-
-    /// The payload: a camelCase object without a `type` key.
-    pub fn to_payload(&self) -> serde_json::Value {
-        to_untagged_payload(self)
-    }
-
-    /// Reads a stored payload back, upcasting older schema versions.
-    pub fn from_payload(
-        event_type: &str,
-        schema_version: u32,
-        payload: &serde_json::Value,
-    ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(event_type, schema_version, payload)
-    }
-
-    /// Reads a stored payload back from its JSON text: the same result as `from_payload` on
-    /// the text parsed into a `Value` (see [`crate::ApplicantEvent::from_payload_json`]).
-    pub fn from_payload_json(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Self, DomainError> {
-        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// The application the event describes.
@@ -182,43 +151,13 @@ impl EventCodec for FlowEvent {
 }
 
 impl FlowEvent {
-    /// Every flow event type name.
-    pub const TYPES: &'static [&'static str] = <Self as EventCodec>::TYPES;
+    crate::codec::payload_methods!();
 
     /// The event type (the variant name).
     pub fn event_type(&self) -> &'static str {
         match self {
             FlowEvent::FlowVersionCreated { .. } => "FlowVersionCreated",
         }
-    }
-
-    /// The payload schema version written today.
-    pub fn schema_version(&self) -> u32 {
-        <Self as EventCodec>::SCHEMA_VERSION
-    }
-
-    /// The payload: a camelCase object without a `type` key.
-    pub fn to_payload(&self) -> serde_json::Value {
-        to_untagged_payload(self)
-    }
-
-    /// Reads a stored payload back, upcasting older schema versions.
-    pub fn from_payload(
-        event_type: &str,
-        schema_version: u32,
-        payload: &serde_json::Value,
-    ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(event_type, schema_version, payload)
-    }
-
-    /// Reads a stored payload back from its JSON text: the same result as `from_payload` on
-    /// the text parsed into a `Value` (see [`crate::ApplicantEvent::from_payload_json`]).
-    pub fn from_payload_json(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Self, DomainError> {
-        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// One readable line for a timeline.

@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::{from_payload_json, from_tagged_payload, to_untagged_payload, EventCodec};
-use crate::error::DomainError;
+use crate::codec::EventCodec;
 use crate::flow::{Flow, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::status::ApplicantStatus;
@@ -153,11 +152,18 @@ impl EventCodec for ApplicantEvent {
         "DeletionCancelled",
     ];
     const SCHEMA_VERSION: u32 = 1;
+
+    // Three events in ten are status changes: read the shape they are written in directly.
+    fn read_as_written(event_type: &str, payload: &str) -> Option<Self> {
+        match event_type {
+            "StatusChanged" => status_changed_as_written(payload),
+            _ => None,
+        }
+    }
 }
 
 impl ApplicantEvent {
-    /// Every applicant event type name.
-    pub const TYPES: &'static [&'static str] = <Self as EventCodec>::TYPES;
+    crate::codec::payload_methods!();
 
     /// The event type (the variant name), e.g. `StepPassed`.
     pub fn event_type(&self) -> &'static str {
@@ -181,43 +187,6 @@ impl ApplicantEvent {
             ApplicantEvent::DeletionScheduled { .. } => "DeletionScheduled",
             ApplicantEvent::DeletionCancelled {} => "DeletionCancelled",
         }
-    }
-
-    /// The payload schema version written today.
-    pub fn schema_version(&self) -> u32 {
-        <Self as EventCodec>::SCHEMA_VERSION
-    }
-
-    /// The payload: a camelCase object without a `type` key.
-    pub fn to_payload(&self) -> serde_json::Value {
-        to_untagged_payload(self)
-    }
-
-    /// Reads a stored payload back, upcasting older schema versions to today's shape.
-    pub fn from_payload(
-        event_type: &str,
-        schema_version: u32,
-        payload: &serde_json::Value,
-    ) -> Result<Self, DomainError> {
-        from_tagged_payload::<Self>(event_type, schema_version, payload)
-    }
-
-    /// Reads a stored payload back from its JSON text (e.g. a raw payload borrowed from a
-    /// stored envelope, so no `Value` tree is built): the same result, `Ok` or `Err`, as
-    /// [`ApplicantEvent::from_payload`] on the text parsed into a `Value`; text that is not
-    /// JSON is [`DomainError::BadPayload`].
-    pub fn from_payload_json(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Self, DomainError> {
-        // Three events in ten are status changes: read the shape they are written in directly.
-        if event_type == "StatusChanged" && schema_version == <Self as EventCodec>::SCHEMA_VERSION {
-            if let Some(event) = status_changed_as_written(payload) {
-                return Ok(event);
-            }
-        }
-        from_payload_json::<Self>(event_type, schema_version, payload)
     }
 
     /// The step the event is about, if any.
@@ -521,6 +490,7 @@ mod summary_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DomainError;
     use serde_json::json;
 
     #[test]

@@ -12,10 +12,11 @@
 //! The harness checks more than the listed events: after every `then`, folding history plus
 //! the new events must give a status equal to the derived status.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::applicant::{fold, Applicant, DecisionKind};
+use crate::application::{Application, Mode};
 use crate::command::{Command, Context, StepOutcome};
 use crate::error::DomainError;
 use crate::event::ApplicantEvent;
@@ -435,5 +436,69 @@ impl When {
             "the folded status is not the derived status"
         );
         events
+    }
+}
+
+/// One applicant's life, decided by the domain's own rules, that writes every applicant event
+/// type at least once (restarts, a flow change, warnings, reviewers, a deletion scheduled and
+/// called off) and ends auto-approved on flow v2. Step data with nested values and text with
+/// non-ASCII characters, for codec and schema tests.
+pub fn every_event_life() -> Vec<ApplicantEvent> {
+    use StepType::*;
+    after([
+        create(kyc_manual()),
+        Command::StartVerification,
+        fail(DocumentCheck, "glare"),
+        pass(
+            DocumentCheck,
+            serde_json::json!({"documentNumber": "L898902C3", "country": "UTO"}),
+        ),
+        raise(1, "DOCUMENT_EXPIRED"),
+        Command::ResolveWarning {
+            id: warning(1),
+            comment: Some("renewed passport seen".into()),
+        },
+        Command::DeactivateStep {
+            step: Aml,
+            reason: Some("provider outage".into()),
+        },
+        Command::ReactivateStep { step: Aml },
+        assign("rev-1"),
+        assign("rev-2"),
+        Command::AddComment {
+            id: Uuid::from_u128(1),
+            text: "called the applicant — «ok» ✓".into(),
+            author: Some("rev-2".into()),
+        },
+        decline("selfie does not match"),
+        Command::RestartFlow,
+        Command::ChangeFlow {
+            flow: kyc_basic_v2(),
+        },
+        pass(PhoneVerification, serde_json::json!({"phone": "+15550100"})),
+        pass(
+            FaceMatch,
+            serde_json::json!({"score": 92.5, "raw": [1, -2, 3e-7, null, true]}),
+        ),
+        pass(Aml, serde_json::json!({"hits": 0})),
+        Command::ScheduleDeletion {
+            grace: Duration::days(30),
+        },
+        Command::CancelDeletion,
+    ])
+}
+
+/// An application with every field set (test mode), for codec and schema tests.
+pub fn sample_application() -> Application {
+    Application {
+        app_key: AppKey(Uuid::from_u128(42)),
+        name: "Demo".into(),
+        private_key_hash: "a".repeat(64),
+        crypto_key: "0f".repeat(32),
+        signing_secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        webhook_url: Some("http://127.0.0.1:9000/hook".into()),
+        webhook_headers: std::collections::BTreeMap::from([("x-a".to_string(), "1".to_string())]),
+        redirect_url: None,
+        mode: Mode::Test,
     }
 }

@@ -1,9 +1,6 @@
 //! `from_payload_json` (a payload's JSON text) answers exactly what `from_payload` answers for
 //! the text parsed into a `Value`: the same event, or the same error, for every input.
 
-use std::collections::BTreeMap;
-
-use chrono::Duration;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -51,47 +48,7 @@ fn same_answer(event_type: &str, version: u32, text: &str) {
 
 /// Lives decided by the domain's own rules: between them, every applicant event type.
 fn decided_events() -> Vec<ApplicantEvent> {
-    let mut events = after([
-        create(kyc_manual()),
-        Command::StartVerification,
-        fail(DocumentCheck, "glare"),
-        pass(
-            DocumentCheck,
-            json!({"documentNumber": "L898902C3", "country": "UTO"}),
-        ),
-        raise(1, "DOCUMENT_EXPIRED"),
-        Command::ResolveWarning {
-            id: warning(1),
-            comment: Some("renewed passport seen".into()),
-        },
-        Command::DeactivateStep {
-            step: Aml,
-            reason: Some("provider outage".into()),
-        },
-        Command::ReactivateStep { step: Aml },
-        assign("rev-1"),
-        assign("rev-2"),
-        Command::AddComment {
-            id: Uuid::from_u128(1),
-            text: "called the applicant — «ok» ✓".into(),
-            author: Some("rev-2".into()),
-        },
-        decline("selfie does not match"),
-        Command::RestartFlow,
-        Command::ChangeFlow {
-            flow: kyc_basic_v2(),
-        },
-        pass(PhoneVerification, json!({"phone": "+15550100"})),
-        pass(
-            FaceMatch,
-            json!({"score": 92.5, "raw": [1, -2, 3e-7, null, true]}),
-        ),
-        pass(Aml, json!({"hits": 0})),
-        Command::ScheduleDeletion {
-            grace: Duration::days(30),
-        },
-        Command::CancelDeletion,
-    ]);
+    let mut events = every_event_life();
     // Auto-approval; a step failed for good, then approved by a reviewer.
     events.extend(after([
         create(kyc_basic()),
@@ -116,15 +73,8 @@ fn decided_events() -> Vec<ApplicantEvent> {
 
 fn application() -> Application {
     Application {
-        app_key: AppKey(Uuid::from_u128(42)),
-        name: "Demo".into(),
-        private_key_hash: "a".repeat(64),
-        crypto_key: "0f".repeat(32),
-        signing_secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        webhook_url: Some("http://127.0.0.1:9000/hook".into()),
-        webhook_headers: BTreeMap::from([("x-a".to_string(), "1".to_string())]),
-        redirect_url: None,
         mode: Mode::Live,
+        ..sample_application()
     }
 }
 

@@ -4,14 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use chrono::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use vetted_domain::testing::*;
-use vetted_domain::{
-    fold, AppKey, ApplicantEvent, Application, ApplicationEvent, Command, FlowEvent, Mode,
-    StepType::*,
-};
+use vetted_domain::{fold, AppKey, ApplicantEvent, ApplicationEvent, FlowEvent, Mode};
 
 fn schema_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/events")
@@ -47,73 +43,17 @@ fn validator(name: &str, schema: &Value) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("{name}.json does not compile: {e}"))
 }
 
-/// A rich applicant life: every applicant event type, produced by `decide`.
-fn rich_scenario() -> Vec<ApplicantEvent> {
-    after([
-        create(kyc_manual()),
-        Command::StartVerification,
-        fail(DocumentCheck, "glare"),
-        pass(
-            DocumentCheck,
-            json!({"documentNumber": "L898902C3", "country": "UTO"}),
-        ),
-        raise(1, "DOCUMENT_EXPIRED"),
-        Command::ResolveWarning {
-            id: warning(1),
-            comment: Some("renewed passport seen".into()),
-        },
-        Command::DeactivateStep {
-            step: Aml,
-            reason: Some("provider outage".into()),
-        },
-        Command::ReactivateStep { step: Aml },
-        assign("rev-1"),
-        assign("rev-2"),
-        Command::AddComment {
-            id: Uuid::from_u128(1),
-            text: "called the applicant".into(),
-            author: Some("rev-2".into()),
-        },
-        decline("selfie does not match"),
-        Command::RestartFlow,
-        Command::ChangeFlow {
-            flow: kyc_basic_v2(),
-        },
-        pass(PhoneVerification, json!({"phone": "+15550100"})),
-        pass(FaceMatch, json!({"score": 92.5})),
-        pass(Aml, json!({"hits": 0})),
-        Command::ScheduleDeletion {
-            grace: Duration::days(30),
-        },
-        Command::CancelDeletion,
-    ])
-}
-
-fn application() -> Application {
-    Application {
-        app_key: AppKey(Uuid::from_u128(42)),
-        name: "Demo".into(),
-        private_key_hash: "a".repeat(64),
-        crypto_key: "0f".repeat(32),
-        signing_secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        webhook_url: Some("http://127.0.0.1:9000/hook".into()),
-        webhook_headers: BTreeMap::from([("x-a".to_string(), "1".to_string())]),
-        redirect_url: None,
-        mode: Mode::Test,
-    }
-}
-
 /// (type, schema version, payload) of every event the scenario and the tenant side write.
 fn written_payloads() -> Vec<(&'static str, u32, Value)> {
-    let mut out: Vec<(&'static str, u32, Value)> = rich_scenario()
+    let mut out: Vec<(&'static str, u32, Value)> = every_event_life()
         .iter()
         .map(|e| (e.event_type(), e.schema_version(), e.to_payload()))
         .collect();
-    let mut live = application();
+    let mut live = sample_application();
     live.mode = Mode::Live;
     live.redirect_url = Some("https://example.com/done".into());
     for e in [
-        ApplicationEvent::ApplicationCreated(application()),
+        ApplicationEvent::ApplicationCreated(sample_application()),
         ApplicationEvent::ApplicationUpdated(live),
     ] {
         out.push((e.event_type(), e.schema_version(), e.to_payload()));
@@ -162,7 +102,7 @@ fn every_payload_written_matches_its_schema() {
 
 #[test]
 fn the_scenario_reads_back_from_its_payloads() {
-    for event in rich_scenario() {
+    for event in every_event_life() {
         let back = ApplicantEvent::from_payload(
             event.event_type(),
             event.schema_version(),
@@ -170,7 +110,7 @@ fn the_scenario_reads_back_from_its_payloads() {
         );
         assert_eq!(back.as_ref(), Ok(&event));
     }
-    let ends = fold(&rich_scenario());
+    let ends = fold(&every_event_life());
     assert_eq!(
         ends.status, APPROVED,
         "the scenario ends auto-approved on flow v2"

@@ -31,28 +31,14 @@ fn app() -> AppKey {
 async fn generated_store(events: usize) -> MemoryStore {
     let store = MemoryStore::new();
     let started = Instant::now();
-    let mut rng = Rng::new(2026);
-    let flow = sample::kyc_basic();
     let mut appended = 0;
     // Lifecycles interleave in batches of 64 applicants, as concurrent traffic would.
-    while appended < events {
-        let mut lives: Vec<_> = (0..64)
-            .map(|_| sample::lifecycle(&mut rng, app(), &flow, Utc::now(), 0).into_iter())
-            .collect();
-        let mut progressed = true;
-        while progressed && appended < events {
-            progressed = false;
-            for life in lives.iter_mut() {
-                if let Some(a) = life.next() {
-                    appended += a.events.len();
-                    store
-                        .append(&a.stream, ExpectedVersion::Any, a.events)
-                        .await
-                        .expect("append");
-                    progressed = true;
-                }
-            }
-        }
+    for a in sample::interleaved(2026, app(), events) {
+        appended += a.events.len();
+        store
+            .append(&a.stream, ExpectedVersion::Any, a.events)
+            .await
+            .expect("append");
     }
     eprintln!(
         "generated {appended} events in {:.1}s",

@@ -15,10 +15,9 @@
 //! time per event of each stage (default 300,000 events).
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use uuid::Uuid;
 use vetted_domain::AppKey;
-use vetted_projections::sample::{self, Rng};
+use vetted_projections::sample;
 use vetted_projections::{Builder, DecodedEvent, ProjectionError, RowSink};
 use vetted_store::{EventStore, ExpectedVersion, MemoryStore};
 
@@ -85,27 +84,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(300_000);
     // Lifecycles interleaved 64 at a time, as the rebuild bench generates them.
     let store = MemoryStore::new();
-    let mut rng = Rng::new(2026);
-    let flow = sample::kyc_basic();
-    let app = AppKey(Uuid::from_u128(1));
-    let mut appended = 0;
-    while appended < wanted {
-        let mut lives: Vec<_> = (0..64)
-            .map(|_| sample::lifecycle(&mut rng, app, &flow, Utc::now(), 0).into_iter())
-            .collect();
-        let mut progressed = true;
-        while progressed && appended < wanted {
-            progressed = false;
-            for life in lives.iter_mut() {
-                if let Some(a) = life.next() {
-                    appended += a.events.len();
-                    store
-                        .append(&a.stream, ExpectedVersion::Any, a.events)
-                        .await?;
-                    progressed = true;
-                }
-            }
-        }
+    for a in sample::interleaved(2026, AppKey(Uuid::from_u128(1)), wanted) {
+        store
+            .append(&a.stream, ExpectedVersion::Any, a.events)
+            .await?;
     }
     // The stored frames, back to back, as a batch read from the log holds them.
     let mut text = String::new();

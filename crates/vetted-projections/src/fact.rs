@@ -187,6 +187,11 @@ impl DecodedEvent {
         self.global_position
     }
 
+    /// The applicant event, decoded.
+    pub fn event(&self) -> &ApplicantEvent {
+        &self.event
+    }
+
     /// Decodes a recorded event; `Ok(None)` for events of other streams.
     pub fn from_recorded(recorded: RecordedEvent) -> Result<Option<Self>, ProjectionError> {
         let Some(id) = recorded.stream_id.strip_prefix(APPLICANT_STREAM) else {

@@ -250,7 +250,7 @@ async fn decode(
     last: u64,
     need_recorded: bool,
 ) -> Result<PassBatch, ProjectionError> {
-    let (decoded, recorded) = match batch {
+    let (mut decoded, recorded) = match batch {
         EventBatch::Json(frames) => {
             let text = Arc::new(BatchText::of(frames)?);
             let events = decode_json(text.clone()).await?;
@@ -273,8 +273,26 @@ async fn decode(
             (decoded, recorded)
         }
     };
+    // The targets without a builder get the events as recorded, with the payloads the
+    // builders' events hold (copied, not decoded a second time).
     let recorded = match recorded {
-        Some(events) => Some(Batch::decode(events).await?),
+        Some(events) => {
+            let (batch, back) = tokio::task::spawn_blocking(move || {
+                let mut read = decoded.events.iter().peekable();
+                let payloads = events
+                    .iter()
+                    .map(|e| {
+                        read.next_if(|d| d.global_position() == e.global_position)
+                            .map(|d| d.event().clone())
+                    })
+                    .collect();
+                (Batch::with_decoded(events, payloads), decoded)
+            })
+            .await
+            .map_err(|e| ProjectionError::Other(format!("decoding a batch failed: {e}")))?;
+            decoded = back;
+            Some(batch)
+        }
         None => None,
     };
     Ok(PassBatch {

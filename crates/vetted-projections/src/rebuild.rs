@@ -468,18 +468,24 @@ impl Batch {
     pub(crate) async fn decode(
         events: Vec<vetted_store::RecordedEvent>,
     ) -> Result<Batch, ProjectionError> {
-        let last = events.last().map_or(0, |e| e.global_position);
-        let (events, decoded) = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let decoded = decode_all(&events);
-            (events, decoded)
+            Batch::with_decoded(events, decoded)
         })
         .await
-        .map_err(|e| ProjectionError::Other(format!("rebuild decoding failed: {e}")))?;
-        Ok(Batch {
+        .map_err(|e| ProjectionError::Other(format!("rebuild decoding failed: {e}")))
+    }
+
+    /// A batch whose applicant events are decoded already: `decoded[i]` is `events[i]`'s.
+    pub(crate) fn with_decoded(
+        events: Vec<vetted_store::RecordedEvent>,
+        decoded: Vec<Option<ApplicantEvent>>,
+    ) -> Batch {
+        Batch {
+            last: events.last().map_or(0, |e| e.global_position),
             events: Arc::new(events),
             decoded: Arc::new(decoded),
-            last,
-        })
+        }
     }
 }
 

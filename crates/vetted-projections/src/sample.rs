@@ -425,6 +425,36 @@ pub fn population(
     all
 }
 
+/// Lifecycles of `app` started 64 at a time and their appends taken in turn, one from each
+/// live lifecycle per round, as concurrent traffic interleaves them, until a round ends with
+/// at least `events` events (the log the rebuild benchmarks and `rebuild_cost` use).
+pub fn interleaved(seed: u64, app: AppKey, events: usize) -> impl Iterator<Item = Append> {
+    let mut rng = Rng::new(seed);
+    let flow = kyc_basic();
+    let mut wave: Vec<std::vec::IntoIter<Append>> = Vec::new();
+    let (mut at, mut progressed, mut produced) = (0, false, 0);
+    std::iter::from_fn(move || loop {
+        if at == wave.len() {
+            if produced >= events {
+                return None;
+            }
+            if !progressed {
+                wave = (0..64)
+                    .map(|_| lifecycle(&mut rng, app, &flow, Utc::now(), 0).into_iter())
+                    .collect();
+            }
+            (at, progressed) = (0, false);
+        }
+        let next = wave[at].next();
+        at += 1;
+        if let Some(append) = next {
+            produced += append.events.len();
+            progressed = true;
+            return Some(append);
+        }
+    })
+}
+
 /// Records `appends` as a store would, but at their own `at` times: positions from 1,
 /// versions per stream, hash chain sealed. For logs spanning days in tests and benchmarks.
 pub fn record(appends: &[Append]) -> Vec<RecordedEvent> {

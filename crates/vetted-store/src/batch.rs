@@ -5,10 +5,10 @@
 //! tree) costs more than everything else a rebuild does with most events. A backend that keeps
 //! each event's JSON hands the bytes out instead ([`JsonEvents`]), so a reader can parse only
 //! the fields it needs (borrowing strings, leaving the payload as raw JSON text) and do it on
-//! several threads ([`JsonEvents::split`]).
+//! several threads.
 use std::ops::Range;
 
-use crate::{RecordedEvent, StoreError};
+use crate::RecordedEvent;
 
 /// Events from [`EventStore::read_all_batch`](crate::EventStore::read_all_batch), in global
 /// order.
@@ -41,14 +41,6 @@ impl EventBatch {
             EventBatch::Decoded(events) => events.last().map(|e| e.global_position),
         }
     }
-
-    /// Every event decoded, for a reader that wants [`RecordedEvent`]s after all.
-    pub fn into_events(self) -> Result<Vec<RecordedEvent>, StoreError> {
-        match self {
-            EventBatch::Json(events) => events.decode_all(),
-            EventBatch::Decoded(events) => Ok(events),
-        }
-    }
 }
 
 /// One frame's place in [`JsonEvents::bytes`].
@@ -64,8 +56,8 @@ struct Frame {
 /// thousands of events is two allocations.
 ///
 /// The bytes are what the backend checked (the embedded log: the frame's CRC), not parsed: a
-/// frame that does not parse is damage in the store, to report as [`StoreError::Corrupt`]
-/// ([`JsonEvents::decode`] does).
+/// frame that does not parse is damage in the store, for its reader to report (as
+/// [`StoreError::Corrupt`](crate::StoreError::Corrupt), or its own error naming the position).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JsonEvents {
     bytes: Vec<u8>,
@@ -76,14 +68,6 @@ impl JsonEvents {
     /// No frames.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// No frames, with room for `frames` frames of `bytes` bytes in all.
-    pub fn with_capacity(frames: usize, bytes: usize) -> Self {
-        JsonEvents {
-            bytes: Vec::with_capacity(bytes),
-            frames: Vec::with_capacity(frames),
-        }
     }
 
     /// Makes room for `frames` more frames of `bytes` more bytes in all.
@@ -167,14 +151,10 @@ impl JsonEvents {
 
     /// Every frame in order: global position and JSON.
     pub fn iter(&self) -> Frames<'_> {
-        self.frames_in(0..self.len())
-    }
-
-    fn frames_in(&self, range: Range<usize>) -> Frames<'_> {
         Frames {
             events: self,
-            start: self.start_of(range.start),
-            range,
+            range: 0..self.len(),
+            start: 0,
         }
     }
 
@@ -187,100 +167,9 @@ impl JsonEvents {
     pub fn last_position(&self) -> Option<u64> {
         self.frames.last().map(|f| f.position)
     }
-
-    /// Up to `parts` contiguous runs of frames covering all of them in order, with about the
-    /// same number of bytes each (decoding costs by the byte), for decoding on that many
-    /// threads. Fewer when there are fewer frames than parts; none when there is no frame.
-    pub fn split(&self, parts: usize) -> Vec<JsonEventsPart<'_>> {
-        let parts = parts.clamp(1, self.len().max(1));
-        let total = self.bytes.len();
-        let mut out = Vec::with_capacity(parts);
-        let mut start = 0;
-        for k in 1..=parts {
-            if start >= self.len() {
-                break;
-            }
-            let end = if k == parts {
-                self.len()
-            } else {
-                // The first frame ending at or past this part's share of the bytes, leaving at
-                // least one frame for each part still to come.
-                let share = total / parts * k + total % parts * k / parts;
-                let at = self.frames.partition_point(|f| f.end < share) + 1;
-                at.clamp(start + 1, self.len() - (parts - k))
-            };
-            out.push(JsonEventsPart {
-                events: self,
-                range: start..end,
-            });
-            start = end;
-        }
-        out
-    }
-
-    /// Decodes the `i`-th frame (`None` past the end); a frame that does not parse is
-    /// [`StoreError::Corrupt`].
-    pub fn decode(&self, i: usize) -> Option<Result<RecordedEvent, StoreError>> {
-        let (position, bytes) = self.get(i)?;
-        Some(decode_frame(position, bytes))
-    }
-
-    /// Decodes every frame, in order.
-    pub fn decode_all(&self) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.iter()
-            .map(|(position, bytes)| decode_frame(position, bytes))
-            .collect()
-    }
-}
-
-fn decode_frame(position: u64, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        location: format!("stored event at global position {position}"),
-        reason: e.to_string(),
-    })
 }
 
 impl<'a> IntoIterator for &'a JsonEvents {
-    type Item = (u64, &'a [u8]);
-    type IntoIter = Frames<'a>;
-
-    fn into_iter(self) -> Frames<'a> {
-        self.iter()
-    }
-}
-
-/// A contiguous run of a [`JsonEvents`]' frames, from [`JsonEvents::split`]; it can be sent to
-/// another thread (it borrows the batch).
-#[derive(Debug, Clone)]
-pub struct JsonEventsPart<'a> {
-    events: &'a JsonEvents,
-    range: Range<usize>,
-}
-
-impl<'a> JsonEventsPart<'a> {
-    /// Which frames of the whole batch these are (indices for [`JsonEvents::get`]), so a
-    /// caller can put what it decodes from each part in its place.
-    pub fn indices(&self) -> Range<usize> {
-        self.range.clone()
-    }
-
-    /// How many frames the part holds.
-    pub fn len(&self) -> usize {
-        self.range.len()
-    }
-
-    /// Whether the part holds no frame.
-    pub fn is_empty(&self) -> bool {
-        self.range.is_empty()
-    }
-
-    /// The part's frames in order: global position and JSON.
-    pub fn iter(&self) -> Frames<'a> {
-        self.events.frames_in(self.range.clone())
-    }
-}
-
-impl<'a> IntoIterator for &JsonEventsPart<'a> {
     type Item = (u64, &'a [u8]);
     type IntoIter = Frames<'a>;
 
@@ -364,58 +253,5 @@ mod tests {
             })
             .unwrap();
         assert_eq!(events, frames(&[2, 2]));
-    }
-
-    #[test]
-    fn split_parts_cover_every_frame_once_in_order_with_balanced_bytes() {
-        let sizes: Vec<usize> = (0..1000).map(|i| 100 + (i * 37) % 900).collect();
-        let events = frames(&sizes);
-        for parts in [1, 2, 3, 4, 7] {
-            let split = events.split(parts);
-            assert_eq!(split.len(), parts);
-            let mut next = 0;
-            for part in &split {
-                assert_eq!(part.indices().start, next, "contiguous");
-                assert!(!part.is_empty());
-                assert_eq!(
-                    part.iter().collect::<Vec<_>>(),
-                    part.indices()
-                        .filter_map(|i| events.get(i))
-                        .collect::<Vec<_>>()
-                );
-                next = part.indices().end;
-                let bytes: usize = part.iter().map(|(_, b)| b.len()).sum();
-                let fair = events.bytes().len() / parts;
-                assert!(
-                    bytes.abs_diff(fair) <= 1000,
-                    "{parts} parts: {bytes} bytes, fair share {fair}"
-                );
-            }
-            assert_eq!(next, events.len(), "every frame");
-        }
-        // Fewer frames than parts, odd sizes, nothing at all.
-        assert_eq!(frames(&[5, 1]).split(4).len(), 2);
-        let skewed = frames(&[1000, 1, 1, 1]);
-        let split = skewed.split(3);
-        assert_eq!(
-            split
-                .iter()
-                .map(JsonEventsPart::indices)
-                .collect::<Vec<_>>(),
-            vec![0..1, 1..2, 2..4]
-        );
-        assert!(JsonEvents::new().split(3).is_empty());
-        assert_eq!(frames(&[1, 2]).split(0).len(), 1);
-    }
-
-    #[test]
-    fn a_frame_that_does_not_parse_decodes_as_corrupt() {
-        let events = frames(&[3]);
-        assert!(matches!(
-            events.decode(0),
-            Some(Err(StoreError::Corrupt { location, .. })) if location.contains("position 10")
-        ));
-        assert!(events.decode(1).is_none());
-        assert!(EventBatch::Json(events).into_events().is_err());
     }
 }

@@ -18,7 +18,7 @@ mod sealing;
 pub mod sled_store;
 pub mod verify;
 
-pub use batch::{EventBatch, Frames, JsonEvents, JsonEventsPart};
+pub use batch::{EventBatch, Frames, JsonEvents};
 pub use envelope::{Actor, ActorKind, NewEvent, RecordedEvent};
 pub use error::StoreError;
 pub use memory::MemoryStore;

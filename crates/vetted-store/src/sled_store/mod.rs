@@ -349,34 +349,17 @@ fn missing_event(stream: &str, position: u64) -> StoreError {
     }
 }
 
+/// The events of `stream` at `positions`, decoded, each checked to be the one the index says
+/// (see [`frames_at`]).
 pub(crate) fn events_at(
     log: &EventLog,
     stream: &str,
     positions: &[(u64, u64)],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut out = Vec::with_capacity(positions.len());
-    let wanted: Vec<u64> = positions.iter().map(|(_, p)| *p).collect();
-    let mut expected = positions.iter();
-    log.for_positions(&wanted, |position, bytes| {
-        let event = log::decode_event(position, bytes)?;
-        let version = expected
-            .by_ref()
-            .find(|(_, p)| *p == position)
-            .map(|(v, _)| *v);
-        if event.stream_id != stream || Some(event.stream_version) != version {
-            return Err(not_indexed(stream, version, position, &event));
-        }
-        out.push(event);
-        Ok(())
-    })?;
-    if out.len() < positions.len() {
-        let missing = positions
-            .iter()
-            .find(|(_, p)| !out.iter().any(|e| e.global_position == *p))
-            .map_or(0, |(_, p)| *p);
-        return Err(missing_event(stream, missing));
-    }
-    Ok(out)
+    frames_at(log, stream, positions)?
+        .iter()
+        .map(|(position, bytes)| log::decode_event(position, bytes))
+        .collect()
 }
 
 #[async_trait]
