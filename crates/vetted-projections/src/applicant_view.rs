@@ -495,14 +495,7 @@ mod tests {
 
     #[test]
     fn payloads_decode_in_place_and_from_their_text_exactly_as_serde_reads_their_tagged_form() {
-        let mut rng = sample::Rng::new(5);
-        let app = AppKey(uuid::Uuid::from_u128(9));
-        let flow = sample::kyc_basic();
-        let mut appends = Vec::new();
-        for _ in 0..40 {
-            appends.extend(sample::lifecycle(&mut rng, app, &flow, Utc::now(), 2));
-        }
-        let events = sample::record(&appends);
+        let events = sample::recorded_lives(5, AppKey(uuid::Uuid::from_u128(9)), 40, 2);
         let mut types = std::collections::BTreeSet::new();
         for e in &events {
             // The oracle: serde's plain reading of the enum's own (externally tagged) form,

@@ -341,14 +341,7 @@ mod tests {
     use crate::sample;
 
     fn sample_events() -> Vec<RecordedEvent> {
-        let mut rng = sample::Rng::new(21);
-        let app = vetted_domain::AppKey(Uuid::from_u128(3));
-        let flow = sample::kyc_basic();
-        let mut appends = Vec::new();
-        for _ in 0..30 {
-            appends.extend(sample::lifecycle(&mut rng, app, &flow, Utc::now(), 2));
-        }
-        sample::record(&appends)
+        sample::recorded_lives(21, vetted_domain::AppKey(Uuid::from_u128(3)), 30, 2)
     }
 
     fn stored(events: &[RecordedEvent]) -> BatchText {

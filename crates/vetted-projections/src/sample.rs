@@ -455,6 +455,22 @@ pub fn interleaved(seed: u64, app: AppKey, events: usize) -> impl Iterator<Item 
     })
 }
 
+/// `applicants` lifecycles of `app` one after another (each with `extra_comments` more
+/// comments), recorded (see [`record`]): the events of a small log for tests.
+pub fn recorded_lives(
+    seed: u64,
+    app: AppKey,
+    applicants: usize,
+    extra_comments: usize,
+) -> Vec<RecordedEvent> {
+    let mut rng = Rng::new(seed);
+    let flow = kyc_basic();
+    let appends: Vec<Append> = (0..applicants)
+        .flat_map(|_| lifecycle(&mut rng, app, &flow, Utc::now(), extra_comments))
+        .collect();
+    record(&appends)
+}
+
 /// Records `appends` as a store would, but at their own `at` times: positions from 1,
 /// versions per stream, hash chain sealed. For logs spanning days in tests and benchmarks.
 pub fn record(appends: &[Append]) -> Vec<RecordedEvent> {

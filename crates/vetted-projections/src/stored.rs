@@ -383,14 +383,7 @@ mod tests {
     use vetted_store::{Actor, RecordedEvent};
 
     fn events() -> Vec<RecordedEvent> {
-        let mut rng = sample::Rng::new(77);
-        let app = vetted_domain::AppKey(Uuid::from_u128(3));
-        let flow = sample::kyc_basic();
-        let mut appends = Vec::new();
-        for _ in 0..40 {
-            appends.extend(sample::lifecycle(&mut rng, app, &flow, Utc::now(), 2));
-        }
-        sample::record(&appends)
+        sample::recorded_lives(77, vetted_domain::AppKey(Uuid::from_u128(3)), 40, 2)
     }
 
     #[test]

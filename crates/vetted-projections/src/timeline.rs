@@ -451,14 +451,7 @@ mod tests {
 
     #[test]
     fn every_entry_reads_back_from_its_row_exactly_as_built_from_the_event() {
-        let mut rng = sample::Rng::new(11);
-        let app = vetted_domain::AppKey(Uuid::from_u128(7));
-        let flow = sample::kyc_basic();
-        let mut appends = Vec::new();
-        for _ in 0..20 {
-            appends.extend(sample::lifecycle(&mut rng, app, &flow, Utc::now(), 0));
-        }
-        let events = sample::record(&appends);
+        let events = sample::recorded_lives(11, vetted_domain::AppKey(Uuid::from_u128(7)), 20, 0);
         let mut row = Vec::new();
         let mut memo = None;
         let mut expected = Vec::new();
