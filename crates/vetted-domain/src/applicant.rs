@@ -10,6 +10,7 @@ use crate::event::ApplicantEvent;
 use crate::flow::{Flow, StepSpec, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::status::ApplicantStatus;
+use crate::step_data::StepData;
 
 /// Everything known about one applicant, folded from its events.
 #[derive(Default, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,7 +120,7 @@ pub struct StepState {
     pub attempts: u32,
     pub max_attempts: Option<u32>,
     /// Data of the last result (provider output, e.g. `{"score": 92.5}`).
-    pub data: serde_json::Value,
+    pub data: StepData,
     /// Failed with no attempt left: only a reviewer can move the applicant on.
     pub failed_for_good: bool,
 }
@@ -132,7 +133,7 @@ impl StepState {
             status: StepStatus::Pending,
             attempts: 0,
             max_attempts: spec.max_attempts,
-            data: serde_json::Value::Null,
+            data: StepData::null(),
             failed_for_good: false,
         }
     }

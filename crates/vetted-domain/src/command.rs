@@ -6,6 +6,7 @@ use uuid::Uuid;
 use crate::applicant::DecisionKind;
 use crate::flow::{Flow, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
+use crate::step_data::StepData;
 
 /// What the outside world provides to a decision: the time, since the domain has no clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub enum Command {
     SubmitStepResult {
         step: StepType,
         outcome: StepOutcome,
-        data: serde_json::Value,
+        data: StepData,
         attempt: Option<u32>,
         reason: Option<String>,
     },

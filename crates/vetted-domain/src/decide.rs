@@ -8,6 +8,7 @@ use crate::error::DomainError;
 use crate::event::ApplicantEvent;
 use crate::flow::{Flow, StepType};
 use crate::rules::{auto_approval_due, derived_status};
+use crate::step_data::StepData;
 
 /// Decides what `command` does to the applicant in `state`.
 pub fn decide(
@@ -485,14 +486,14 @@ fn active_step(state: &Applicant, step: StepType) -> Result<&StepState, DomainEr
 fn country_not_permitted(
     state: &Applicant,
     step: StepType,
-    data: &serde_json::Value,
+    data: &StepData,
 ) -> Option<(String, String)> {
     if !matches!(step, StepType::DocumentCheck | StepType::SelfieWithDocument) {
         return None;
     }
     let flow = state.flow.as_ref()?;
     let settings = &flow.settings;
-    let country = data.get("country")?.as_str()?.trim().to_ascii_uppercase();
+    let country = data.str_field("country")?.trim().to_ascii_uppercase();
     let listed = |list: &[String]| list.iter().any(|c| c.trim().eq_ignore_ascii_case(&country));
     if listed(&settings.excluded_countries) {
         return Some((country, "the flow excludes".into()));

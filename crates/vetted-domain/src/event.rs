@@ -12,6 +12,7 @@ use crate::codec::EventCodec;
 use crate::flow::{Flow, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::status::ApplicantStatus;
+use crate::step_data::StepData;
 
 /// Everything that can happen to an applicant (stream `applicant-<uuid>`).
 ///
@@ -41,7 +42,7 @@ pub enum ApplicantEvent {
         step: StepType,
         attempt: u32,
         #[serde(default)]
-        data: serde_json::Value,
+        data: StepData,
     },
     /// A step failed on this attempt; `final` when no attempt is left.
     StepFailed {
@@ -55,7 +56,7 @@ pub enum ApplicantEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         #[serde(default)]
-        data: serde_json::Value,
+        data: StepData,
     },
     /// A step no longer counts; its last result moves to the history.
     StepDeactivated {
@@ -478,7 +479,7 @@ mod summary_tests {
             let mut out = String::new();
             write_count(&mut out, attempt).unwrap();
             prop_assert_eq!(&out, &attempt.to_string());
-            let passed = ApplicantEvent::StepPassed { step, attempt, data: serde_json::Value::Null };
+            let passed = ApplicantEvent::StepPassed { step, attempt, data: StepData::null() };
             prop_assert_eq!(passed.summary(), format!("{step} passed (attempt {attempt})"));
             let (from, to) = (crate::ApplicantStatus::Incomplete, crate::ApplicantStatus::OnHold);
             let changed = ApplicantEvent::StatusChanged { from, to, reason: reason.clone() };
@@ -524,7 +525,7 @@ mod tests {
                     max_attempts: Some(3),
                     is_final: true,
                     reason: Some("blurry".into()),
-                    data: serde_json::Value::Null,
+                    data: StepData::null(),
                 },
                 "liveness failed (attempt 3 of 3, no attempt left): blurry",
             ),
@@ -535,7 +536,7 @@ mod tests {
                     max_attempts: None,
                     is_final: false,
                     reason: None,
-                    data: serde_json::Value::Null,
+                    data: StepData::null(),
                 },
                 "liveness failed (attempt 1)",
             ),
@@ -604,7 +605,7 @@ mod tests {
             max_attempts: Some(2),
             is_final: true,
             reason: Some("blurry".into()),
-            data: json!({"score": 0.2}),
+            data: crate::testing::step_data(json!({"score": 0.2})),
         };
         let payload = event.to_payload();
         assert_eq!(payload["final"], json!(true));

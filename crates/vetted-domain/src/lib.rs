@@ -16,6 +16,7 @@ mod flow;
 mod ids;
 pub mod rules;
 mod status;
+mod step_data;
 pub mod testing;
 
 pub use applicant::{
@@ -34,3 +35,4 @@ pub use flow::{
 pub use ids::{AppKey, ApplicantId, WarningId};
 pub use rules::{auto_approval_due, derived_status};
 pub use status::{ApplicantStatus, UnknownStatus};
+pub use step_data::{StepData, StepDataError, MAX_STEP_DATA_DEPTH};

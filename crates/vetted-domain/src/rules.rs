@@ -56,8 +56,7 @@ pub fn auto_approval_due(state: &Applicant) -> bool {
 pub fn face_match_score(state: &Applicant) -> Option<f64> {
     state
         .step(StepType::FaceMatch)
-        .and_then(|s| s.data.get("score"))
-        .and_then(|v| v.as_f64())
+        .and_then(|s| s.data.f64_field("score"))
 }
 
 /// No active face-match step, or its score reaches the threshold.

@@ -24,6 +24,7 @@ use crate::flow::{Flow, FlowSettings, StepSpec, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::rules::derived_status;
 use crate::status::ApplicantStatus;
+use crate::step_data::StepData;
 
 /// Short status names for one-line rules.
 pub const INIT: ApplicantStatus = ApplicantStatus::Init;
@@ -150,12 +151,21 @@ pub fn status(
     }
 }
 
+/// Step data of a fixture's value (panics when it cannot be step data: nested deeper than
+/// [`crate::MAX_STEP_DATA_DEPTH`]).
+pub fn step_data(value: serde_json::Value) -> StepData {
+    match StepData::from_value(&value) {
+        Ok(data) => data,
+        Err(e) => panic!("fixture step data {value}: {e}"),
+    }
+}
+
 /// A submitted passing result.
 pub fn pass(step: StepType, data: serde_json::Value) -> Command {
     Command::SubmitStepResult {
         step,
         outcome: StepOutcome::Passed,
-        data,
+        data: step_data(data),
         attempt: None,
         reason: None,
     }
@@ -166,7 +176,7 @@ pub fn fail(step: StepType, reason: &str) -> Command {
     Command::SubmitStepResult {
         step,
         outcome: StepOutcome::Failed,
-        data: serde_json::Value::Null,
+        data: StepData::null(),
         attempt: None,
         reason: Some(reason.into()),
     }
@@ -177,7 +187,7 @@ pub fn passed(step: StepType, attempt: u32, data: serde_json::Value) -> Applican
     ApplicantEvent::StepPassed {
         step,
         attempt,
-        data,
+        data: step_data(data),
     }
 }
 
@@ -195,7 +205,7 @@ pub fn failed(
         max_attempts,
         is_final,
         reason: Some(reason.into()),
-        data: serde_json::Value::Null,
+        data: StepData::null(),
     }
 }
 

@@ -361,7 +361,7 @@ fn an_attempt_number_must_follow_the_recorded_attempts() {
     let stale = Command::SubmitStepResult {
         step: DocumentCheck,
         outcome: vetted_domain::StepOutcome::Passed,
-        data: json!({}),
+        data: step_data(json!({})),
         attempt: Some(1),
         reason: None,
     };
@@ -369,7 +369,7 @@ fn an_attempt_number_must_follow_the_recorded_attempts() {
     let next = Command::SubmitStepResult {
         step: DocumentCheck,
         outcome: vetted_domain::StepOutcome::Passed,
-        data: json!({}),
+        data: step_data(json!({})),
         attempt: Some(2),
         reason: None,
     };

@@ -42,7 +42,7 @@ fn command() -> impl Strategy<Value = Command> {
             |(step, ok, score, attempt)| Command::SubmitStepResult {
                 step,
                 outcome: if ok { StepOutcome::Passed } else { StepOutcome::Failed },
-                data: json!({ "score": score }),
+                data: vetted_domain::testing::step_data(json!({ "score": score })),
                 attempt,
                 reason: None,
             }

@@ -340,9 +340,10 @@ impl ApplicantProjection for ApplicantViewProjection {
         400
     }
 
-    /// 3: step data in binary (2: compact binary rows, step data as JSON text; 1: JSON rows).
+    /// 4: step data as canonical JSON text (3: step data in a binary form of its `Value`;
+    /// 2: compact binary rows, step data as JSON text; 1: JSON rows).
     fn layout(&self) -> u32 {
-        3
+        4
     }
 
     fn apply_applicant<S: RowStore>(

@@ -217,11 +217,6 @@ impl<'a> Reader<'a> {
         self.take(len).map(|_| ())
     }
 
-    /// The next `n` bytes.
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
-        self.take(n)
-    }
-
     /// Skips `n` bytes.
     pub(crate) fn skip(&mut self, n: usize) -> Result<(), ProjectionError> {
         self.take(n).map(|_| ())

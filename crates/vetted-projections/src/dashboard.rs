@@ -9,6 +9,7 @@
 //!
 //! A per-applicant row `ap/<id>` remembers what the cohort counters need (creation day,
 //! current status, reviewer, warnings' raise days).
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::codec::{Reader, Writer};
@@ -16,7 +17,7 @@ use crate::rows::{RowCodec, RowStore};
 use crate::{ApplicantFact, ApplicantProjection, ProjectionError, ReadModels};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use vetted_domain::{ApplicantEvent, ApplicantStatus, StepType};
+use vetted_domain::{ApplicantEvent, ApplicantStatus, StepData, StepType};
 
 /// Name of the dashboard projection.
 pub const DASHBOARD: &str = "dashboard";
@@ -327,13 +328,13 @@ impl ApplicantProjection for DashboardProjection {
 }
 
 /// The document country of a step result, if it is a document check that names one.
-pub fn document_country(step: StepType, data: &serde_json::Value) -> Option<&str> {
+pub fn document_country(step: StepType, data: &StepData) -> Option<Cow<'_, str>> {
     (step == StepType::DocumentCheck)
-        .then(|| data.get("country")?.as_str())
+        .then(|| data.str_field("country"))
         .flatten()
 }
 
-fn record_check(d: &mut DayStats, step: StepType, data: &serde_json::Value, passed: bool) {
+fn record_check(d: &mut DayStats, step: StepType, data: &StepData, passed: bool) {
     if passed {
         d.checks.passed += 1;
         count(&mut d.services, step.service(), |s| s.passed += 1);
@@ -343,7 +344,7 @@ fn record_check(d: &mut DayStats, step: StepType, data: &serde_json::Value, pass
         count(&mut d.failures_per_step, step.as_str(), |n| *n += 1);
     }
     if let Some(country) = document_country(step, data) {
-        count(&mut d.countries, country, |n| *n += 1);
+        count(&mut d.countries, &country, |n| *n += 1);
     }
 }
 

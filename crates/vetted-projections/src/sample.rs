@@ -187,7 +187,7 @@ impl Life<'_> {
             Command::SubmitStepResult {
                 step,
                 outcome,
-                data,
+                data: vetted_domain::testing::step_data(data),
                 attempt: None,
                 reason: None,
             },

@@ -1,13 +1,13 @@
 //! The applicant view row's fold in the compact layout of `crate::codec`: every field of
 //! [`ApplicantFold`] but the applicant's flow (stored once in its own row), in declaration
-//! order. Step results' provider data stay JSON text (an empty string for `null`), read back
-//! as the JSON row read it before.
+//! order. Step results' provider data are their canonical JSON text (an empty string for
+//! `null`), written and read back as they are held.
 //!
 //! Every struct is destructured exhaustively, so a field added to a domain type fails to
 //! compile here until the layout carries it.
 use vetted_domain::{
-    AppKey, Applicant, ApplicantId, Comment, Decision, DecisionKind, StepState, StepStatus,
-    StepType, Warning, WarningId,
+    AppKey, Applicant, ApplicantId, Comment, Decision, DecisionKind, StepData, StepState,
+    StepStatus, StepType, Warning, WarningId,
 };
 
 use crate::applicant_view::{ApplicantFold, Device};
@@ -238,83 +238,17 @@ fn read_list<T>(
     (0..n).map(|_| item(r)).collect()
 }
 
-/// Nesting a step result's data may have (what `serde_json` parses).
-const MAX_DEPTH: usize = 128;
-
-/// Writes a provider's step result in a compact binary form: a tag byte (null, false, true,
-/// unsigned, signed, float, string, array, object), then its content. Written and read back
-/// several times faster than its JSON text, and exactly the same value.
-fn write_value(w: &mut Writer<'_>, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Null => w.u8(0),
-        Value::Bool(false) => w.u8(1),
-        Value::Bool(true) => w.u8(2),
-        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-            (Some(u), _, _) => w.u8(3).varint(u),
-            (None, Some(i), _) => w.u8(4).svarint(i),
-            (None, None, Some(f)) => {
-                w.u8(5);
-                w.0.extend_from_slice(&f.to_le_bytes());
-                w
-            }
-            // A serde_json number is one of the three.
-            (None, None, None) => w.u8(0),
-        },
-        Value::String(s) => w.u8(6).str(s),
-        Value::Array(items) => {
-            w.u8(7).varint(items.len() as u64);
-            for item in items {
-                write_value(w, item);
-            }
-            w
-        }
-        Value::Object(map) => {
-            w.u8(8).varint(map.len() as u64);
-            for (key, item) in map {
-                w.str(key);
-                write_value(w, item);
-            }
-            w
-        }
-    };
+/// Writes a provider's step result: its canonical JSON text, empty for `null`.
+fn write_data(w: &mut Writer<'_>, data: &StepData) {
+    w.str(if data.is_null() { "" } else { data.as_json() });
 }
 
-/// Reads a value written by [`write_value`].
-fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<serde_json::Value, ProjectionError> {
-    use serde_json::Value;
-    if depth > MAX_DEPTH {
-        return Err(r.error("step data nested too deep"));
+/// Reads step data written by [`write_data`].
+fn read_data(r: &mut Reader<'_>) -> Result<StepData, ProjectionError> {
+    match r.str()? {
+        "" => Ok(StepData::null()),
+        text => StepData::from_json(text).map_err(|e| r.error(e)),
     }
-    Ok(match r.u8()? {
-        0 => Value::Null,
-        1 => Value::Bool(false),
-        2 => Value::Bool(true),
-        3 => Value::from(r.varint()?),
-        4 => Value::from(r.svarint()?),
-        5 => {
-            let bytes: [u8; 8] = r.bytes(8)?.try_into().map_err(|_| r.error("a float"))?;
-            let f = f64::from_le_bytes(bytes);
-            serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or_else(|| r.error(format_args!("{f} is not a JSON number")))?
-        }
-        6 => Value::String(r.string()?),
-        7 => Value::Array(read_list(r, |r| read_value(r, depth + 1))?),
-        8 => {
-            let n = r.varint()?;
-            if n > r.remaining() as u64 {
-                return Err(r.error(format_args!("an object of {n} fields in a shorter row")));
-            }
-            let mut map = serde_json::Map::new();
-            for _ in 0..n {
-                let key = r.string()?;
-                map.insert(key, read_value(r, depth + 1)?);
-            }
-            Value::Object(map)
-        }
-        t => return Err(r.error(format_args!("unknown value tag {t}"))),
-    })
 }
 
 fn step_code(step: StepType) -> u8 {
@@ -352,7 +286,7 @@ fn encode_step(w: &mut Writer<'_>, step: &StepState) {
         None => w.u8(0),
         Some(m) => w.u8(1).varint(u64::from(*m)),
     };
-    write_value(w, data);
+    write_data(w, data);
     w.bool(*failed_for_good);
 }
 
@@ -369,7 +303,7 @@ fn decode_step(r: &mut Reader<'_>) -> Result<StepState, ProjectionError> {
         false => None,
         true => Some(r.u32()?),
     };
-    let data = read_value(r, 0)?;
+    let data = read_data(r)?;
     Ok(StepState {
         step_type,
         status,
@@ -444,21 +378,26 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any step result a provider sends reads back as the same value.
+        /// Any step result a provider sends reads back as the same data, byte for byte.
         #[test]
         fn step_data_reads_back_exactly(value in json_value()) {
+            let data = StepData::from_value(&value).unwrap();
             let mut row = Vec::new();
-            write_value(&mut Writer(&mut row), &value);
+            write_data(&mut Writer(&mut row), &data);
             let mut r = Reader::new(b"view/x", &row);
-            let back = read_value(&mut r, 0).unwrap();
+            let back = read_data(&mut r).unwrap();
             proptest::prop_assert!(r.is_done());
-            proptest::prop_assert_eq!(&back, &value);
-            // Negative zero and friends keep their bits.
-            proptest::prop_assert_eq!(
-                serde_json::to_string(&back).unwrap(),
-                serde_json::to_string(&value).unwrap()
-            );
+            proptest::prop_assert_eq!(back.as_json(), data.as_json());
+            proptest::prop_assert_eq!(back.to_value(), value);
         }
+    }
+
+    #[test]
+    fn step_data_that_is_not_json_is_a_corrupt_row() {
+        let mut row = Vec::new();
+        Writer(&mut row).str("{\"score\":");
+        let e = read_data(&mut Reader::new(b"view/x", &row)).unwrap_err();
+        assert!(e.to_string().contains("view/x"), "{e}");
     }
 
     #[test]
@@ -472,7 +411,7 @@ mod tests {
             status: StepStatus::Failed,
             attempts: 9,
             max_attempts: Some(3),
-            data: serde_json::json!({"score": 0.1, "list": [1, "two", null]}),
+            data: StepData::from_json(r#"{"score": 0.1, "list": [1, "two", null]}"#).unwrap(),
             failed_for_good: true,
         });
         a.warnings.push(Warning {

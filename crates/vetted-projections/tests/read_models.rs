@@ -357,6 +357,7 @@ async fn dashboard_figures_equal_a_brute_force_count_over_the_log() {
                             s.1 += 1;
                             *failures.entry(step.as_str().to_string()).or_default() += 1;
                         }
+                        let data = data.to_value();
                         if let Some(country) = data.get("country").and_then(|c| c.as_str()) {
                             *countries.entry(country.to_string()).or_default() += 1;
                         }

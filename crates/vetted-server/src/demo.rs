@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use uuid::Uuid;
-use vetted_domain::{AppKey, ApplicantId, Command, DecisionKind, StepOutcome, StepType, WarningId};
+use vetted_domain::{
+    AppKey, ApplicantId, Command, DecisionKind, StepData, StepOutcome, StepType, WarningId,
+};
 use vetted_store::{Actor, ActorKind};
 
 use crate::cli::open_offline;
@@ -40,7 +42,7 @@ async fn step(
     let command = Command::SubmitStepResult {
         step,
         outcome,
-        data,
+        data: StepData::from_value(&data).map_err(|e| ApiError::validation(e.to_string()))?,
         attempt: None,
         reason: None,
     };

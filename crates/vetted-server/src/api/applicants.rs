@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vetted_domain::{ApplicantId, Command, DecisionKind, StepOutcome, StepType, WarningId};
+use vetted_domain::{
+    ApplicantId, Command, DecisionKind, StepData, StepOutcome, StepType, WarningId,
+};
 
 use super::extract::{ApiJson, AppState, ApplicantCommand, MaybeJson, RequestMeta, Tenant};
 use crate::error::ApiError;
@@ -189,14 +191,17 @@ pub async fn step_result(
     ApiJson(body): ApiJson<StepResult>,
 ) -> Result<Response, ApiError> {
     let step = step_type(&step)?;
+    // A result sent without data records `{}`.
+    let data = if body.data.is_null() {
+        json!({})
+    } else {
+        body.data
+    };
     let command = Command::SubmitStepResult {
         step,
         outcome: body.outcome,
-        data: if body.data.is_null() {
-            json!({})
-        } else {
-            body.data
-        },
+        data: StepData::from_value(&data)
+            .map_err(|e| ApiError::validation(format!("data: {e}")))?,
         attempt: body.attempt,
         reason: body.reason,
     };
