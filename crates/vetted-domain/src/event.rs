@@ -158,6 +158,7 @@ impl EventCodec for ApplicantEvent {
     fn read_as_written(event_type: &str, payload: &str) -> Option<Self> {
         match event_type {
             "StatusChanged" => status_changed_as_written(payload),
+            "StepPassed" => step_passed_as_written(payload),
             _ => None,
         }
     }
@@ -379,6 +380,33 @@ fn status_changed_as_written(payload: &str) -> Option<ApplicantEvent> {
     })
 }
 
+/// A `StepPassed` payload in the exact shape this engine writes it,
+/// `{"attempt":<n>,"data":<canonical JSON>,"step":"<step>"}`, read without serde: the step
+/// data is validated as canonical in one pass (see [`StepData::canonical`]) and kept as it is.
+/// Anything else is `None`, for serde to read.
+fn step_passed_as_written(payload: &str) -> Option<ApplicantEvent> {
+    let rest = payload.strip_prefix(r#"{"attempt":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (attempt, rest) = rest.split_at(digits);
+    // JSON numbers have no leading zeros (and `u32` parsing would take them).
+    if attempt.len() > 1 && attempt.starts_with('0') {
+        return None;
+    }
+    let attempt: u32 = attempt.parse().ok()?;
+    // The step comes last: the data ends where the last `,"step":"` begins (a key inside
+    // the data is followed by more of the data and its closing bracket, never by `"}`).
+    let (data, step) = rest
+        .strip_prefix(r#","data":"#)?
+        .strip_suffix(r#""}"#)?
+        .rsplit_once(r#","step":""#)?;
+    let step = StepType::ALL.into_iter().find(|s| s.as_str() == step)?;
+    Some(ApplicantEvent::StepPassed {
+        step,
+        attempt,
+        data: StepData::canonical(data)?,
+    })
+}
+
 /// Writes `n` in decimal, as `{n}` does.
 fn write_count(out: &mut impl std::fmt::Write, mut n: u32) -> std::fmt::Result {
     let mut digits = [0u8; 10];
@@ -425,7 +453,77 @@ mod summary_tests {
         ApplicantEvent::from_payload("StatusChanged", 1, &value).ok()
     }
 
+    /// What serde makes of a `StepPassed` payload's text (the `Value` way).
+    fn step_passed_by_serde(payload: &str) -> Option<ApplicantEvent> {
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        ApplicantEvent::from_payload("StepPassed", 1, &value).ok()
+    }
+
+    fn step_data() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1000i32..1000).prop_map(|n| serde_json::Value::from(f64::from(n) / 8.0)),
+            "[a-z\"\\,:{}é]{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("step".to_string()),
+                        Just("data".to_string()),
+                        "[a-z\"]{0,3}".prop_map(String::from)
+                    ],
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        /// A passed step is read directly as serde reads it, whatever its data holds (keys
+        /// named `step`, strings holding `,"step":"`).
+        #[test]
+        fn a_written_step_passed_reads_as_serde_reads_it(
+            step in 0usize..StepType::ALL.len(), attempt in any::<u32>(), data in step_data(),
+        ) {
+            let data = StepData::from_value(&data).unwrap();
+            let event = ApplicantEvent::StepPassed { step: StepType::ALL[step], attempt, data };
+            let payload = serde_json::to_string(&event.to_payload()).unwrap();
+            prop_assert_eq!(step_passed_as_written(&payload), Some(event.clone()));
+            prop_assert_eq!(step_passed_by_serde(&payload), Some(event));
+        }
+
+        /// The written shape with one byte changed, dropped or added: whatever the direct
+        /// reading takes, serde takes the same way.
+        #[test]
+        fn the_step_passed_reading_never_disagrees_with_serde(
+            step in 0usize..StepType::ALL.len(), attempt in 0u32..20, data in step_data(),
+            at in any::<proptest::sample::Index>(),
+            edit in 0u8..3,
+            byte in proptest::sample::select(b"{}[]\",:019.e-tn\\ ".to_vec()),
+        ) {
+            let data = StepData::from_value(&data).unwrap();
+            let event = ApplicantEvent::StepPassed { step: StepType::ALL[step], attempt, data };
+            let mut payload = serde_json::to_string(&event.to_payload()).unwrap().into_bytes();
+            let at = at.index(payload.len() + 1);
+            match edit {
+                0 if at < payload.len() => { payload.remove(at); }
+                1 if at < payload.len() => payload[at] = byte,
+                _ => payload.insert(at, byte),
+            }
+            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            if let Some(direct) = step_passed_as_written(&payload) {
+                prop_assert_eq!(Some(direct), step_passed_by_serde(&payload), "{}", payload);
+            }
+            let read = ApplicantEvent::from_payload_json("StepPassed", 1, &payload).ok();
+            prop_assert_eq!(read, step_passed_by_serde(&payload), "{}", payload);
+        }
+
         /// A status change is read directly as serde reads it, whatever its reason holds.
         #[test]
         fn a_written_status_change_reads_as_serde_reads_it(
