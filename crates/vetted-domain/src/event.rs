@@ -33,6 +33,7 @@ pub enum ApplicantEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lang: Option<String>,
         /// Boxed: a flow is several times the size of any other event's fields.
+        #[serde(deserialize_with = "crate::codec::pinned_flow")]
         flow: Box<Flow>,
     },
     /// The applicant started the flow.
@@ -116,6 +117,7 @@ pub enum ApplicantEvent {
     /// The applicant moves to another flow version; passed steps it shares stay passed.
     FlowChanged {
         /// Boxed, as in `ApplicantCreated`.
+        #[serde(deserialize_with = "crate::codec::pinned_flow")]
         flow: Box<Flow>,
         kept_steps: Vec<StepType>,
     },
@@ -159,6 +161,7 @@ impl EventCodec for ApplicantEvent {
         match event_type {
             "StatusChanged" => status_changed_as_written(payload),
             "StepPassed" => step_passed_as_written(payload),
+            "ApplicantCreated" => applicant_created_as_written(payload),
             _ => None,
         }
     }
@@ -324,45 +327,83 @@ impl ApplicantEvent {
     }
 }
 
+/// Where a JSON string's contents end if they need no unescaping: the first quote, unless a
+/// backslash or a control character (serde refuses it raw) comes first. Sixteen bytes are
+/// tested at once (the compiler makes the chunk's test a few vector instructions).
+fn plain_end(s: &str) -> Option<usize> {
+    let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(16);
+    let mut at = 0;
+    let end = loop {
+        let Some(chunk) = chunks.next() else {
+            break chunks
+                .remainder()
+                .iter()
+                .position(|&b| special(b))
+                .map(|i| at + i);
+        };
+        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
+            break chunk.iter().position(|&b| special(b)).map(|i| at + i);
+        }
+        at += 16;
+    }?;
+    (bytes[end] == b'"').then_some(end)
+}
+
+/// The string after `key` (which ends with the string's opening quote) at the start of
+/// `rest`, when it needs no unescaping; `rest` moves past its closing quote.
+fn field<'a>(rest: &mut &'a str, key: &str) -> Option<&'a str> {
+    let after = rest.strip_prefix(key)?;
+    let end = plain_end(after)?;
+    // The quote is ASCII: both slices fall on character boundaries.
+    let value = after.get(..end)?;
+    *rest = after.get(end + 1..)?;
+    Some(value)
+}
+
+/// An optional string field: `Some(None)` when `rest` does not start with `key`, `None` when
+/// it does but its string needs unescaping (not read here), `Some(Some(..))` otherwise.
+fn optional_field<'a>(rest: &mut &'a str, key: &str) -> Option<Option<&'a str>> {
+    if !rest.starts_with(key) {
+        return Some(None);
+    }
+    field(rest, key).map(Some)
+}
+
+/// An `ApplicantCreated` payload in the exact shape this engine writes it (keys in order,
+/// optional ones absent or plain strings, no whitespace), whose flow is one this thread read
+/// before (see `codec::pinned_flow`), read without serde; `None` for anything else.
+fn applicant_created_as_written(payload: &str) -> Option<ApplicantEvent> {
+    let mut rest = payload;
+    let app_key = field(&mut rest, r#"{"appKey":""#)?;
+    let applicant_id = field(&mut rest, r#","applicantId":""#)?;
+    let email = optional_field(&mut rest, r#","email":""#)?;
+    let external_user_id = field(&mut rest, r#","externalUserId":""#)?;
+    let (flow, flow_len) = crate::codec::pinned_flow_at(rest.strip_prefix(r#","flow":"#)?)?;
+    rest = rest.get(r#","flow":"#.len() + flow_len..)?;
+    let lang = optional_field(&mut rest, r#","lang":""#)?;
+    let phone = optional_field(&mut rest, r#","phone":""#)?;
+    (rest == "}").then_some(())?;
+    Some(ApplicantEvent::ApplicantCreated {
+        applicant_id: ApplicantId(applicant_id.parse().ok()?),
+        app_key: AppKey(app_key.parse().ok()?),
+        external_user_id: external_user_id.to_string(),
+        email: email.map(str::to_string),
+        phone: phone.map(str::to_string),
+        lang: lang.map(str::to_string),
+        flow: Box::new(flow),
+    })
+}
+
 /// A `StatusChanged` payload in the exact shape it is written (`{"from":..,"reason":..,"to":..}`,
 /// keys in either order serde_json may write them, no whitespace, strings without escapes), read
 /// without serde; `None` for anything else, which serde then reads (or refuses) as before.
 fn status_changed_as_written(payload: &str) -> Option<ApplicantEvent> {
-    // Where a JSON string's contents end if they need no unescaping: the first quote, unless a
-    // backslash or a control character (serde refuses it raw) comes first. Sixteen bytes are
-    // tested at once (the compiler makes the chunk's test a few vector instructions).
-    fn plain_end(s: &str) -> Option<usize> {
-        let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
-        let bytes = s.as_bytes();
-        let mut chunks = bytes.chunks_exact(16);
-        let mut at = 0;
-        let end = loop {
-            let Some(chunk) = chunks.next() else {
-                break chunks
-                    .remainder()
-                    .iter()
-                    .position(|&b| special(b))
-                    .map(|i| at + i);
-            };
-            if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
-                break chunk.iter().position(|&b| special(b)).map(|i| at + i);
-            }
-            at += 16;
-        }?;
-        (bytes[end] == b'"').then_some(end)
-    }
     fn status(s: &str) -> Option<ApplicantStatus> {
         ApplicantStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
     // Every field is a string: the text between `"key":"` and the next `"`.
-    fn field<'a>(rest: &mut &'a str, key: &str) -> Option<&'a str> {
-        let after = rest.strip_prefix(key)?;
-        let end = plain_end(after)?;
-        // The quote is ASCII: both slices fall on character boundaries.
-        let value = after.get(..end)?;
-        *rest = after.get(end + 1..)?;
-        Some(value)
-    }
     let mut rest = payload;
     let from = field(&mut rest, r#"{"from":""#)?;
     let (reason, to) = if rest.starts_with(r#","reason":""#) {
@@ -465,7 +506,7 @@ mod summary_tests {
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
             (-1000i32..1000).prop_map(|n| serde_json::Value::from(f64::from(n) / 8.0)),
-            "[a-z\"\\,:{}é]{0,6}".prop_map(serde_json::Value::from),
+            "[a-z\"\\\\,:{}é]{0,6}".prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| {
             prop_oneof![
@@ -484,7 +525,90 @@ mod summary_tests {
         })
     }
 
+    /// What serde makes of an `ApplicantCreated` payload's text (the `Value` way).
+    fn created_by_serde(payload: &str) -> Option<ApplicantEvent> {
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        ApplicantEvent::from_payload("ApplicantCreated", 1, &value).ok()
+    }
+
+    /// An applicant created on a variant of the sample flow.
+    fn created(
+        strings: [Option<String>; 3],
+        external_user_id: String,
+        flow_name: String,
+        threshold: f64,
+    ) -> ApplicantEvent {
+        let mut flow = crate::testing::kyc_basic();
+        flow.name = flow_name;
+        flow.settings.face_match_threshold = threshold;
+        let [email, phone, lang] = strings;
+        ApplicantEvent::ApplicantCreated {
+            applicant_id: ApplicantId(uuid::Uuid::from_u128(7)),
+            app_key: AppKey(uuid::Uuid::from_u128(9)),
+            external_user_id,
+            email,
+            phone,
+            lang,
+            flow: Box::new(flow),
+        }
+    }
+
     proptest! {
+        /// An applicant created on a flow read before is read directly as serde reads it.
+        #[test]
+        fn a_written_applicant_created_reads_as_serde_reads_it(
+            strings in proptest::array::uniform3(proptest::option::of("[a-z@+\"\\\\é]{0,6}")),
+            external_user_id in "[a-z\"\\\\é-]{0,8}",
+            flow_name in "[a-z\"]{1,6}",
+            threshold in 0.0f64..100.0,
+        ) {
+            let event = created(strings, external_user_id, flow_name, threshold);
+            let payload = serde_json::to_string(&event.to_payload()).unwrap();
+            // The first reading goes through serde, and this thread remembers the flow.
+            let read = ApplicantEvent::from_payload_json("ApplicantCreated", 1, &payload).unwrap();
+            prop_assert_eq!(&read, &event);
+            prop_assert_eq!(created_by_serde(&payload), Some(event.clone()));
+            let ApplicantEvent::ApplicantCreated { email, phone, lang, external_user_id, .. } = &event else {
+                unreachable!()
+            };
+            let plain = [email.as_deref(), phone.as_deref(), lang.as_deref(), Some(external_user_id.as_str())]
+                .into_iter()
+                .flatten()
+                .all(|s| !s.contains(['"', '\\']));
+            match applicant_created_as_written(&payload) {
+                Some(direct) => prop_assert_eq!(direct, event),
+                None => prop_assert!(!plain, "{}", payload),
+            }
+        }
+
+        /// The written shape with one byte changed, dropped or added, its flow remembered:
+        /// whatever the direct reading takes, serde takes the same way.
+        #[test]
+        fn the_applicant_created_reading_never_disagrees_with_serde(
+            strings in proptest::array::uniform3(proptest::option::of("[a-z]{0,4}")),
+            flow_name in "[a-z]{1,4}",
+            at in any::<proptest::sample::Index>(),
+            edit in 0u8..3,
+            byte in proptest::sample::select(b"{}[]\",:019.e-tn\\ a".to_vec()),
+        ) {
+            let event = created(strings, "user-1".into(), flow_name, 85.0);
+            let written = serde_json::to_string(&event.to_payload()).unwrap();
+            ApplicantEvent::from_payload_json("ApplicantCreated", 1, &written).unwrap();
+            let mut payload = written.into_bytes();
+            let at = at.index(payload.len() + 1);
+            match edit {
+                0 if at < payload.len() => { payload.remove(at); }
+                1 if at < payload.len() => payload[at] = byte,
+                _ => payload.insert(at, byte),
+            }
+            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            if let Some(direct) = applicant_created_as_written(&payload) {
+                prop_assert_eq!(Some(direct), created_by_serde(&payload), "{}", payload);
+            }
+            let read = ApplicantEvent::from_payload_json("ApplicantCreated", 1, &payload).ok();
+            prop_assert_eq!(read, created_by_serde(&payload), "{}", payload);
+        }
+
         /// A passed step is read directly as serde reads it, whatever its data holds (keys
         /// named `step`, strings holding `,"step":"`).
         #[test]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::DomainError;
+use crate::flow::Flow;
 
 /// An event enum: externally tagged (serde's default), one variant per event type.
 pub(crate) trait EventCodec: Serialize + DeserializeOwned {
@@ -199,6 +200,69 @@ fn bad_payload(event_type: &str, e: impl std::fmt::Display) -> DomainError {
         event_type: event_type.to_string(),
         reason: e.to_string(),
     }
+}
+
+/// Reads the flow an `ApplicantCreated` or `FlowChanged` pins the applicant to.
+///
+/// Every applicant on a flow version carries the same flow, byte for byte, so each thread keeps
+/// the flows it read last by their text ([`PINNED_FLOWS`] of them): a flow read again is a
+/// copy of the one read before. (Reading a flow was the costliest part of any payload: a
+/// third of a rebuild's payload decoding.) It is a memo of a pure function: the text decides
+/// the flow, and a miss reads the text as it would have been read anyway.
+///
+/// A miss reads the flow strictly ([`strict`]) one level down (inside `[...]`), as it sits
+/// one level down in its payload, so that what nests too deep for the payload is refused here
+/// too.
+pub(crate) fn pinned_flow<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Box<Flow>, D::Error> {
+    use serde::de::Error;
+    let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+    let text = raw.get();
+    let known = PINNED.with(|pinned| {
+        let pinned = pinned.borrow();
+        pinned
+            .iter()
+            .rev()
+            .find(|(t, _)| **t == *text)
+            .map(|(_, flow)| Box::new(flow.clone()))
+    });
+    if let Some(flow) = known {
+        return Ok(flow);
+    }
+    let nested = format!("[{text}]");
+    let mut json = serde_json::Deserializer::from_str(&nested);
+    let (flow,) =
+        <(Flow,)>::deserialize(strict::Strict::new(&mut json)).map_err(D::Error::custom)?;
+    PINNED.with(|pinned| {
+        let mut pinned = pinned.borrow_mut();
+        if pinned.len() == PINNED_FLOWS {
+            pinned.remove(0);
+        }
+        pinned.push((text.into(), flow.clone()));
+    });
+    Ok(Box::new(flow))
+}
+
+/// The flow this thread read last (by [`pinned_flow`]) whose text `text` starts with, and that
+/// text's length. A JSON value ends where its text ends, so the flow at the start of `text`
+/// is that one.
+pub(crate) fn pinned_flow_at(text: &str) -> Option<(Flow, usize)> {
+    PINNED.with(|pinned| {
+        let pinned = pinned.borrow();
+        pinned
+            .iter()
+            .rev()
+            .find(|(t, _)| text.starts_with(&**t))
+            .map(|(t, flow)| (flow.clone(), t.len()))
+    })
+}
+
+/// How many flows (by text) each thread remembers, most recent last.
+const PINNED_FLOWS: usize = 32;
+
+thread_local! {
+    static PINNED: std::cell::RefCell<Vec<(Box<str>, Flow)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Brings an old payload to today's shape. Every event type is still at version 1, so there is
