@@ -162,6 +162,16 @@ impl EventCodec for ApplicantEvent {
             "StatusChanged" => status_changed_as_written(payload),
             "StepPassed" => step_passed_as_written(payload),
             "ApplicantCreated" => applicant_created_as_written(payload),
+            "StepFailed" => step_failed_as_written(payload),
+            "VerificationStarted" => {
+                (payload == "{}").then_some(ApplicantEvent::VerificationStarted {})
+            }
+            "ReviewerAssigned" => reviewer_as_written(payload)
+                .map(|reviewer_id| ApplicantEvent::ReviewerAssigned { reviewer_id }),
+            "ReviewerUnassigned" => reviewer_as_written(payload)
+                .map(|reviewer_id| ApplicantEvent::ReviewerUnassigned { reviewer_id }),
+            "CommentAdded" => comment_added_as_written(payload),
+            "ApplicantApproved" => applicant_approved_as_written(payload),
             _ => None,
         }
     }
@@ -396,6 +406,128 @@ fn applicant_created_as_written(payload: &str) -> Option<ApplicantEvent> {
     })
 }
 
+/// The unsigned integer at the start of `rest`, spelled as JSON spells it (no leading zero);
+/// `rest` moves past it.
+fn integer<T: std::str::FromStr>(rest: &mut &str) -> Option<T> {
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, after) = rest.split_at(digits);
+    if number.len() > 1 && number.starts_with('0') {
+        return None;
+    }
+    let value = number.parse().ok()?;
+    *rest = after;
+    Some(value)
+}
+
+/// `true` or `false` after `key` at the start of `rest`; `rest` moves past it.
+fn boolean(rest: &mut &str, key: &str) -> Option<bool> {
+    let after = rest.strip_prefix(key)?;
+    let (value, after) = match after.strip_prefix("true") {
+        Some(after) => (true, after),
+        None => (false, after.strip_prefix("false")?),
+    };
+    *rest = after;
+    Some(value)
+}
+
+/// The step named by the `"step":"<step>"}` that ends `rest`.
+fn last_step(rest: &str) -> Option<StepType> {
+    let name = rest.strip_prefix(r#","step":""#)?.strip_suffix(r#""}"#)?;
+    StepType::ALL.into_iter().find(|s| s.as_str() == name)
+}
+
+/// A `StepFailed` payload in the exact shape this engine writes it
+/// (`{"attempt":..,"data":..,"final":..[,"maxAttempts":..][,"reason":".."],"step":".."}`), read
+/// without serde; `None` for anything else.
+fn step_failed_as_written(payload: &str) -> Option<ApplicantEvent> {
+    let mut rest = payload.strip_prefix(r#"{"attempt":"#)?;
+    let attempt = integer(&mut rest)?;
+    let (data, len) = StepData::canonical_prefix(rest.strip_prefix(r#","data":"#)?)?;
+    rest = rest.get(r#","data":"#.len() + len..)?;
+    let is_final = boolean(&mut rest, r#","final":"#)?;
+    let max_attempts = match rest.strip_prefix(r#","maxAttempts":"#) {
+        Some(after) => {
+            rest = after;
+            Some(integer(&mut rest)?)
+        }
+        None => None,
+    };
+    let reason = optional_field(&mut rest, r#","reason":""#)?;
+    Some(ApplicantEvent::StepFailed {
+        step: last_step(rest)?,
+        attempt,
+        max_attempts,
+        is_final,
+        reason: reason.map(str::to_string),
+        data,
+    })
+}
+
+/// The reviewer of a `ReviewerAssigned` / `ReviewerUnassigned` payload as written
+/// (`{"reviewerId":".."}`).
+fn reviewer_as_written(payload: &str) -> Option<String> {
+    let mut rest = payload;
+    let reviewer = field(&mut rest, r#"{"reviewerId":""#)?;
+    (rest == "}").then(|| reviewer.to_string())
+}
+
+/// A `CommentAdded` payload as written (`{["author":"..",]"commentId":"..","text":".."}`).
+fn comment_added_as_written(payload: &str) -> Option<ApplicantEvent> {
+    let mut rest = payload.strip_prefix('{')?;
+    let author = optional_field(&mut rest, r#""author":""#)?;
+    let comment_id = if author.is_some() {
+        field(&mut rest, r#","commentId":""#)?
+    } else {
+        field(&mut rest, r#""commentId":""#)?
+    };
+    let text = field(&mut rest, r#","text":""#)?;
+    (rest == "}").then_some(())?;
+    Some(ApplicantEvent::CommentAdded {
+        comment_id: comment_id.parse().ok()?,
+        text: text.to_string(),
+        author: author.map(str::to_string),
+    })
+}
+
+/// An `ApplicantApproved` payload as written
+/// (`{"automatic":..[,"comment":".."],"decidedAt":"..","reasons":[..][,"reviewerId":".."]}`).
+fn applicant_approved_as_written(payload: &str) -> Option<ApplicantEvent> {
+    let mut rest = payload;
+    let automatic = boolean(&mut rest, r#"{"automatic":"#)?;
+    let comment = optional_field(&mut rest, r#","comment":""#)?;
+    let decided_at = field(&mut rest, r#","decidedAt":""#)?;
+    rest = rest.strip_prefix(r#","reasons":["#)?;
+    let mut reasons = Vec::new();
+    if let Some(after) = rest.strip_prefix(']') {
+        rest = after;
+    } else {
+        loop {
+            reasons.push(field(&mut rest, "\"")?.to_string());
+            match rest.as_bytes().first() {
+                Some(b',') => rest = &rest[1..],
+                Some(b']') => {
+                    rest = &rest[1..];
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    let reviewer_id = optional_field(&mut rest, r#","reviewerId":""#)?;
+    (rest == "}").then_some(())?;
+    Some(ApplicantEvent::ApplicantApproved {
+        reviewer_id: reviewer_id.map(str::to_string),
+        automatic,
+        reasons,
+        comment: comment.map(str::to_string),
+        // As chrono's serde reads a `DateTime<Utc>`: any offset, brought to UTC.
+        decided_at: decided_at
+            .parse::<DateTime<chrono::FixedOffset>>()
+            .ok()?
+            .with_timezone(&Utc),
+    })
+}
+
 /// A `StatusChanged` payload in the exact shape it is written (`{"from":..,"reason":..,"to":..}`,
 /// keys in either order serde_json may write them, no whitespace, strings without escapes), read
 /// without serde; `None` for anything else, which serde then reads (or refuses) as before.
@@ -553,7 +685,124 @@ mod summary_tests {
         }
     }
 
+    /// Events of every type, with and without their optional fields.
+    fn every_shape() -> Vec<ApplicantEvent> {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678+00:00").unwrap();
+        let mut events = crate::testing::every_event_life();
+        events.extend([
+            ApplicantEvent::ApplicantApproved {
+                reviewer_id: Some("rev-1".into()),
+                automatic: false,
+                reasons: vec!["ok".into(), "seen «it»".into()],
+                comment: Some("fine".into()),
+                decided_at: at.with_timezone(&Utc),
+            },
+            ApplicantEvent::ApplicantApproved {
+                reviewer_id: None,
+                automatic: true,
+                reasons: vec![],
+                comment: None,
+                decided_at: at.with_timezone(&Utc),
+            },
+            ApplicantEvent::StepFailed {
+                step: StepType::Liveness,
+                attempt: 12,
+                max_attempts: Some(12),
+                is_final: true,
+                reason: Some("mask".into()),
+                data: crate::testing::step_data(serde_json::json!({"final": false, "step": "aml"})),
+            },
+            ApplicantEvent::StepFailed {
+                step: StepType::Aml,
+                attempt: 1,
+                max_attempts: None,
+                is_final: false,
+                reason: None,
+                data: StepData::null(),
+            },
+            ApplicantEvent::CommentAdded {
+                comment_id: uuid::Uuid::from_u128(3),
+                text: String::new(),
+                author: None,
+            },
+            ApplicantEvent::ReviewerUnassigned {
+                reviewer_id: "rev-2".into(),
+            },
+        ]);
+        events
+    }
+
+    /// The `Value` way's reading of a payload's text.
+    fn by_value(event_type: &str, payload: &str) -> Option<ApplicantEvent> {
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        ApplicantEvent::from_payload(event_type, 1, &value).ok()
+    }
+
+    /// Every written payload of the types read directly is read directly, to what serde
+    /// reads.
+    #[test]
+    fn written_payloads_read_directly_as_serde_reads_them() {
+        let mut direct = std::collections::BTreeSet::new();
+        for event in every_shape() {
+            let event_type = event.event_type();
+            let payload = serde_json::to_string(&event.to_payload()).unwrap();
+            assert_eq!(
+                by_value(event_type, &payload).as_ref(),
+                Some(&event),
+                "{payload}"
+            );
+            // Through serde first: this thread then knows the flows.
+            assert_eq!(
+                ApplicantEvent::from_payload_json(event_type, 1, &payload).as_ref(),
+                Ok(&event)
+            );
+            if let Some(read) = ApplicantEvent::read_as_written(event_type, &payload) {
+                assert_eq!(read, event, "{payload}");
+                direct.insert(event_type);
+            }
+        }
+        let expected = [
+            "ApplicantApproved",
+            "ApplicantCreated",
+            "CommentAdded",
+            "ReviewerAssigned",
+            "ReviewerUnassigned",
+            "StatusChanged",
+            "StepFailed",
+            "StepPassed",
+            "VerificationStarted",
+        ];
+        assert_eq!(direct.into_iter().collect::<Vec<_>>(), expected);
+    }
+
     proptest! {
+        /// A written payload of any type with one byte changed, dropped or added: whatever
+        /// the direct reading takes, serde takes the same way.
+        #[test]
+        fn edited_payloads_never_read_directly_otherwise_than_serde_reads_them(
+            which in any::<proptest::sample::Index>(),
+            at in any::<proptest::sample::Index>(),
+            edit in 0u8..3,
+            byte in proptest::sample::select(b"{}[]\",:0129.eE+-TZtfnul\\ a".to_vec()),
+        ) {
+            let events = every_shape();
+            let event = which.get(&events);
+            let event_type = event.event_type();
+            let written = serde_json::to_string(&event.to_payload()).unwrap();
+            ApplicantEvent::from_payload_json(event_type, 1, &written).unwrap();
+            let mut payload = written.into_bytes();
+            let at = at.index(payload.len() + 1);
+            match edit {
+                0 if at < payload.len() => { payload.remove(at); }
+                1 if at < payload.len() => payload[at] = byte,
+                _ => payload.insert(at, byte),
+            }
+            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            if let Some(direct) = ApplicantEvent::read_as_written(event_type, &payload) {
+                prop_assert_eq!(Some(direct), by_value(event_type, &payload), "{}", payload);
+            }
+        }
+
         /// An applicant created on a flow read before is read directly as serde reads it.
         #[test]
         fn a_written_applicant_created_reads_as_serde_reads_it(

@@ -84,6 +84,13 @@ impl StepData {
         })
     }
 
+    /// The canonical JSON value `text` starts with, and its length: a JSON value ends where
+    /// its text ends, so what follows it is left for the caller to read.
+    pub fn canonical_prefix(text: &str) -> Option<(Self, usize)> {
+        let end = value_end(text.as_bytes(), 0, 0)?;
+        Some((Self::canonical(text.get(..end)?)?, end))
+    }
+
     /// The data of JSON `text` parsed into a `Value`: the definition of what it is.
     fn through_value(text: &str) -> Result<Self, StepDataError> {
         match serde_json::from_str::<Value>(text) {
