@@ -337,7 +337,7 @@ impl ApplicantProjection for ApplicantViewProjection {
 
     // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
     fn fold_cost(&self) -> u32 {
-        400
+        300
     }
 
     /// 4: step data as canonical JSON text (3: step data in a binary form of its `Value`;

@@ -135,7 +135,7 @@ pub const CHUNK: u64 = 32;
 
 /// The timeline projection: row `tl/<app>/<id>/<BE u64 first version of the chunk>` holds the
 /// entries of versions `first..first + CHUNK`, one after the other, each in the compact
-/// binary layout of `crate::codec` (tag byte 1, or 2 when the actor is the previous entry's;
+/// binary layout of `crate::codec` (tag byte 3, or 2 when the actor is the previous entry's;
 /// about a third of the entry's JSON, and sled's cost per row grows with its size). Rows of the older JSON-lines layout are refused
 /// on read: rebuild the timeline.
 #[derive(Clone, Copy)]
@@ -148,12 +148,13 @@ impl ApplicantProjection for TimelineProjection {
 
     // Nanoseconds per event, measured by `examples/rebuild_cost` (see docs/benchmarks.md).
     fn fold_cost(&self) -> u32 {
-        340
+        300
     }
 
-    /// 2: compact binary rows (1: JSON rows).
+    /// 3: an entry that spells its actor out starts with it (2: compact binary rows, the
+    /// actor after the time; 1: JSON rows).
     fn layout(&self) -> u32 {
-        2
+        3
     }
 
     fn apply_applicant<S: RowStore>(
@@ -179,8 +180,13 @@ impl ApplicantProjection for TimelineProjection {
     }
 }
 
-/// Layout tag of one encoded timeline entry.
-const ENTRY_TAG: u8 = 1;
+/// Layout tag of an entry that spells its actor out, first: kind, id, ip, user agent, os,
+/// browser, then time, action, summary, stream version, event id.
+const ENTRY_TAG: u8 = 3;
+
+/// Layout tag of an entry of layout 2, read only: time, actor kind and id, action, summary,
+/// ip, user agent, os, browser, stream version, event id.
+const ENTRY_TAG_2: u8 = 1;
 
 fn actor_code(kind: ActorKind) -> u8 {
     match kind {
@@ -210,65 +216,66 @@ const ACTION_AS_TEXT: u8 = u8::MAX;
 ///
 /// `memo`, if set, is where in the row the last entry that spells its actor out starts (what
 /// the row's store remembers between appends, so that finding that actor does not walk the
-/// whole row each time); it is set to that entry's start afterwards.
+/// whole row each time); it is set to that entry's start afterwards. That entry starts with
+/// its actor's bytes, so the actor is the same exactly when they are this event's actor's
+/// bytes (the encoding delimits itself).
 fn encode_entry(
     row: &mut Vec<u8>,
     memo: &mut Option<u32>,
     fact: &ApplicantFact<'_>,
 ) -> Result<(), ProjectionError> {
-    let actor = fact.actor;
     let last = match *memo {
-        // Every entry after the remembered one names the same actor: read that one only.
-        Some(at) => actor_at(row, at as usize)?,
+        Some(at) => Some(at as usize),
         None => last_actor(row)?,
     };
-    let same_actor = last.is_some_and(|(_, last)| {
-        last.kind == actor_code(actor.kind)
-            && last.id == actor.id.map(str::as_bytes)
-            && last.ip == actor.ip.map(str::as_bytes)
-            && last.user_agent == actor.user_agent.map(str::as_bytes)
-            && last.os == actor.os.map(str::as_bytes)
-            && last.browser == actor.browser.map(str::as_bytes)
-    });
-    let start = row.len();
-    *memo = match (same_actor, last) {
-        (true, Some((at, _))) => u32::try_from(at).ok(),
-        _ => u32::try_from(start).ok(),
-    };
     thread_local! {
-        /// The summary, written in a kept buffer rather than a string per event.
-        static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        /// The actor's bytes and the summary, written in kept buffers rather than anew per
+        /// event.
+        static SCRATCH: std::cell::RefCell<(Vec<u8>, String)> =
+            const { std::cell::RefCell::new((Vec::new(), String::new())) };
     }
-    SUMMARY.with_borrow_mut(|summary| {
+    SCRATCH.with_borrow_mut(|(actor, summary)| {
+        actor.clear();
+        write_actor(&mut Writer(actor), fact);
+        let same_actor = last.is_some_and(|at| {
+            row.get(at) == Some(&ENTRY_TAG)
+                && row
+                    .get(at + 1..)
+                    .is_some_and(|rest| rest.starts_with(actor))
+        });
+        let start = row.len();
+        *memo = match (same_actor, last) {
+            (true, Some(at)) => u32::try_from(at).ok(),
+            _ => u32::try_from(start).ok(),
+        };
         summary.clear();
         // Writing into a `String` cannot fail.
         let _ = fact.event.write_summary(summary);
-        write_entry(row, same_actor, summary, fact);
+        let mut w = Writer(row);
+        if same_actor {
+            w.u8(ENTRY_SAME_ACTOR);
+        } else {
+            w.u8(ENTRY_TAG);
+            w.0.extend_from_slice(actor);
+        }
+        w.time(&fact.recorded_at);
+        action(&mut w, fact.event_type);
+        w.str(summary)
+            .varint(fact.stream_version)
+            .uuid(&fact.event_id);
     });
     Ok(())
 }
 
-/// Appends the entry to `row`: the actor left out when `same_actor`.
-fn write_entry(row: &mut Vec<u8>, same_actor: bool, summary: &str, fact: &ApplicantFact<'_>) {
+/// An entry's actor as it spells it out: kind, id, ip, user agent, os, browser.
+fn write_actor(w: &mut Writer<'_>, fact: &ApplicantFact<'_>) {
     let actor = fact.actor;
-    let mut w = Writer(row);
-    if same_actor {
-        w.u8(ENTRY_SAME_ACTOR).time(&fact.recorded_at);
-        action(&mut w, fact.event_type);
-        w.str(summary);
-    } else {
-        w.u8(ENTRY_TAG)
-            .time(&fact.recorded_at)
-            .u8(actor_code(actor.kind))
-            .opt_str(actor.id);
-        action(&mut w, fact.event_type);
-        w.str(summary)
-            .opt_str(actor.ip)
-            .opt_str(actor.user_agent)
-            .opt_str(actor.os)
-            .opt_str(actor.browser);
-    }
-    w.varint(fact.stream_version).uuid(&fact.event_id);
+    w.u8(actor_code(actor.kind))
+        .opt_str(actor.id)
+        .opt_str(actor.ip)
+        .opt_str(actor.user_agent)
+        .opt_str(actor.os)
+        .opt_str(actor.browser);
 }
 
 /// Layout tag of an entry whose actor is the previous entry's (the actor fields are left
@@ -292,71 +299,61 @@ fn read_action(r: &mut Reader<'_>) -> Result<String, ProjectionError> {
     })
 }
 
-/// The actor of a row's last entry, borrowed from the row (its text as stored: it is only
-/// compared).
-#[derive(Clone, Copy)]
-struct LastActor<'a> {
-    kind: u8,
-    id: Option<&'a [u8]>,
-    ip: Option<&'a [u8]>,
-    user_agent: Option<&'a [u8]>,
-    os: Option<&'a [u8]>,
-    browser: Option<&'a [u8]>,
-}
-
-/// Walks a row's entries without building them: the start and actor of the last entry that
-/// spells its actor out, `None` if there is none.
-fn last_actor(row: &[u8]) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
+/// Walks a row's entries without building them: where the last entry that spells its actor
+/// out starts, `None` if there is none.
+fn last_actor(row: &[u8]) -> Result<Option<usize>, ProjectionError> {
     let mut r = Reader::new(b"timeline row", row);
     let mut last = None;
     while !r.is_done() {
         let at = r.position();
-        if let Some(actor) = read_entry(&mut r)? {
-            last = Some((at, actor));
+        if skip_entry(&mut r)? {
+            last = Some(at);
         }
     }
     Ok(last)
 }
 
-/// The actor of the entry that starts at byte `at` of `row`, which spells it out.
-fn actor_at(row: &[u8], at: usize) -> Result<Option<(usize, LastActor<'_>)>, ProjectionError> {
-    let mut r = Reader::new(b"timeline row", row);
-    r.skip(at)?;
-    match read_entry(&mut r)? {
-        Some(actor) => Ok(Some((at, actor))),
-        None => Err(r.error("the remembered entry does not name its actor")),
-    }
-}
-
-/// Reads past one entry; its actor if it spells it out.
-fn read_entry<'a>(r: &mut Reader<'a>) -> Result<Option<LastActor<'a>>, ProjectionError> {
+/// Skips the next entry; whether it spells its actor out.
+fn skip_entry(r: &mut Reader<'_>) -> Result<bool, ProjectionError> {
     let tag = r.u8()?;
-    r.skip_time()?;
-    let actor = match tag {
+    let spelled = match tag {
         ENTRY_TAG => {
-            let kind = r.u8()?;
-            let id = r.opt_bytes()?;
+            skip_actor(r)?;
+            r.skip_time()?;
             skip_action(r)?;
             r.skip_str()?;
-            Some(LastActor {
-                kind,
-                id,
-                ip: r.opt_bytes()?,
-                user_agent: r.opt_bytes()?,
-                os: r.opt_bytes()?,
-                browser: r.opt_bytes()?,
-            })
+            true
+        }
+        ENTRY_TAG_2 => {
+            r.skip_time()?;
+            r.u8()?;
+            r.opt_bytes()?;
+            skip_action(r)?;
+            r.skip_str()?;
+            for _ in 0..4 {
+                r.opt_bytes()?;
+            }
+            true
         }
         ENTRY_SAME_ACTOR => {
+            r.skip_time()?;
             skip_action(r)?;
             r.skip_str()?;
-            None
+            false
         }
         other => return Err(r.error(format_args!("unknown timeline entry {other}"))),
     };
     r.varint()?;
     r.skip(16)?;
-    Ok(actor)
+    Ok(spelled)
+}
+
+fn skip_actor(r: &mut Reader<'_>) -> Result<(), ProjectionError> {
+    r.u8()?;
+    for _ in 0..5 {
+        r.opt_bytes()?;
+    }
+    Ok(())
 }
 
 fn skip_action(r: &mut Reader<'_>) -> Result<(), ProjectionError> {
@@ -388,7 +385,18 @@ fn decode_entry(
             browser: previous.browser.clone(),
         });
     }
-    if tag != ENTRY_TAG {
+    if tag == ENTRY_TAG {
+        let actor = read_actor(r)?;
+        return Ok(TimelineEntry {
+            at: r.time()?,
+            action: read_action(r)?,
+            summary: r.string()?,
+            version: r.varint()?,
+            event_id: r.uuid()?,
+            ..actor
+        });
+    }
+    if tag != ENTRY_TAG_2 {
         return Err(if tag == b'{' {
             r.error("row in the older JSON layout; rebuild this projection (`vetted projections rebuild timeline`)")
         } else {
@@ -413,6 +421,29 @@ fn decode_entry(
         browser: r.opt_string()?,
         version: r.varint()?,
         event_id: r.uuid()?,
+    })
+}
+
+/// The actor an entry spells out, in an entry otherwise empty.
+fn read_actor(r: &mut Reader<'_>) -> Result<TimelineEntry, ProjectionError> {
+    let code = r.u8()?;
+    let kind = *ACTOR_KINDS
+        .get(usize::from(code))
+        .ok_or_else(|| r.error(format_args!("unknown actor kind {code}")))?;
+    Ok(TimelineEntry {
+        at: DateTime::<Utc>::UNIX_EPOCH,
+        actor: ActorRef {
+            kind,
+            id: r.opt_string()?,
+        },
+        action: String::new(),
+        summary: String::new(),
+        ip: r.opt_string()?,
+        user_agent: r.opt_string()?,
+        os: r.opt_string()?,
+        browser: r.opt_string()?,
+        version: 0,
+        event_id: Uuid::nil(),
     })
 }
 
@@ -496,5 +527,43 @@ mod tests {
         // A cut row is an error, not a panic or a shorter timeline.
         let err = decode_row(b"tl/x", &row[..row.len() - 1], &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("ends early"), "{err}");
+    }
+
+    /// A row written by layout 2 (the actor after the time) still reads, and an entry
+    /// appended to it spells its actor out in today's layout.
+    #[test]
+    fn layout_2_entries_read_and_are_followed_by_todays() {
+        let events = sample::recorded_lives(5, vetted_domain::AppKey(Uuid::from_u128(7)), 1, 0);
+        let (first, second) = (&events[0], &events[1]);
+        let expected = [
+            TimelineEntry::of(first).unwrap(),
+            TimelineEntry::of(second).unwrap(),
+        ];
+        let old = &expected[0];
+        let mut row = Vec::new();
+        let mut w = Writer(&mut row);
+        w.u8(ENTRY_TAG_2)
+            .time(&old.at)
+            .u8(actor_code(old.actor.kind))
+            .opt_str(old.actor.id.as_deref());
+        action(&mut w, &old.action);
+        w.str(&old.summary)
+            .opt_str(old.ip.as_deref())
+            .opt_str(old.user_agent.as_deref())
+            .opt_str(old.os.as_deref())
+            .opt_str(old.browser.as_deref())
+            .varint(old.version)
+            .uuid(&old.event_id);
+        assert_eq!(last_actor(&row).unwrap(), Some(0));
+        let domain_event = decode(second).unwrap();
+        let fact = ApplicantFact::of(second, &domain_event).unwrap();
+        let mut memo = None;
+        let start = row.len();
+        encode_entry(&mut row, &mut memo, &fact).unwrap();
+        assert_eq!(row[start], ENTRY_TAG);
+        assert_eq!(memo, Some(start as u32));
+        let mut items = Vec::new();
+        decode_row(b"tl/x", &row, &mut items).unwrap();
+        assert_eq!(items, expected);
     }
 }
