@@ -790,14 +790,9 @@ mod summary_tests {
             let event_type = event.event_type();
             let written = serde_json::to_string(&event.to_payload()).unwrap();
             ApplicantEvent::from_payload_json(event_type, 1, &written).unwrap();
-            let mut payload = written.into_bytes();
-            let at = at.index(payload.len() + 1);
-            match edit {
-                0 if at < payload.len() => { payload.remove(at); }
-                1 if at < payload.len() => payload[at] = byte,
-                _ => payload.insert(at, byte),
-            }
-            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            let Some(payload) = crate::testing::edited(&written, at.index(written.len() + 1), edit, byte) else {
+                return Ok(());
+            };
             if let Some(direct) = ApplicantEvent::read_as_written(event_type, &payload) {
                 prop_assert_eq!(Some(direct), by_value(event_type, &payload), "{}", payload);
             }
@@ -843,14 +838,9 @@ mod summary_tests {
             let event = created(strings, "user-1".into(), flow_name, 85.0);
             let written = serde_json::to_string(&event.to_payload()).unwrap();
             ApplicantEvent::from_payload_json("ApplicantCreated", 1, &written).unwrap();
-            let mut payload = written.into_bytes();
-            let at = at.index(payload.len() + 1);
-            match edit {
-                0 if at < payload.len() => { payload.remove(at); }
-                1 if at < payload.len() => payload[at] = byte,
-                _ => payload.insert(at, byte),
-            }
-            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            let Some(payload) = crate::testing::edited(&written, at.index(written.len() + 1), edit, byte) else {
+                return Ok(());
+            };
             if let Some(direct) = applicant_created_as_written(&payload) {
                 prop_assert_eq!(Some(direct), created_by_serde(&payload), "{}", payload);
             }
@@ -882,14 +872,10 @@ mod summary_tests {
         ) {
             let data = StepData::from_value(&data).unwrap();
             let event = ApplicantEvent::StepPassed { step: StepType::ALL[step], attempt, data };
-            let mut payload = serde_json::to_string(&event.to_payload()).unwrap().into_bytes();
-            let at = at.index(payload.len() + 1);
-            match edit {
-                0 if at < payload.len() => { payload.remove(at); }
-                1 if at < payload.len() => payload[at] = byte,
-                _ => payload.insert(at, byte),
-            }
-            let Ok(payload) = String::from_utf8(payload) else { return Ok(()); };
+            let written = serde_json::to_string(&event.to_payload()).unwrap();
+            let Some(payload) = crate::testing::edited(&written, at.index(written.len() + 1), edit, byte) else {
+                return Ok(());
+            };
             if let Some(direct) = step_passed_as_written(&payload) {
                 prop_assert_eq!(Some(direct), step_passed_by_serde(&payload), "{}", payload);
             }

@@ -535,14 +535,10 @@ mod tests {
             edit in 0u8..3,
             byte in prop::sample::select(b"{}[]\",:0123456789.eE+-tfnul\\ /\x01".to_vec()),
         ) {
-            let mut text = value.to_string().into_bytes();
-            let at = at.index(text.len() + 1);
-            match edit {
-                0 if at < text.len() => { text.remove(at); }
-                1 if at < text.len() => text[at] = byte,
-                _ => text.insert(at, byte),
-            }
-            let Ok(text) = String::from_utf8(text) else { return Ok(()); };
+            let written = value.to_string();
+            let Some(text) = crate::testing::edited(&written, at.index(written.len() + 1), edit, byte) else {
+                return Ok(());
+            };
             let ours = StepData::from_json(&text).map(|d| d.as_json().to_string());
             match by_value(&text) {
                 Ok(expected) => prop_assert_eq!(ours.unwrap(), expected),

@@ -368,51 +368,77 @@ fn decode_entry(
     r: &mut Reader<'_>,
     previous: Option<&TimelineEntry>,
 ) -> Result<TimelineEntry, ProjectionError> {
-    let tag = r.u8()?;
-    if tag == ENTRY_SAME_ACTOR {
-        let previous =
-            previous.ok_or_else(|| r.error("the first entry of a row refers to a previous one"))?;
-        return Ok(TimelineEntry {
-            at: r.time()?,
-            action: read_action(r)?,
-            summary: r.string()?,
-            version: r.varint()?,
-            event_id: r.uuid()?,
-            actor: previous.actor.clone(),
-            ip: previous.ip.clone(),
-            user_agent: previous.user_agent.clone(),
-            os: previous.os.clone(),
-            browser: previous.browser.clone(),
-        });
-    }
-    if tag == ENTRY_TAG {
-        let actor = read_actor(r)?;
-        return Ok(TimelineEntry {
-            at: r.time()?,
-            action: read_action(r)?,
-            summary: r.string()?,
-            version: r.varint()?,
-            event_id: r.uuid()?,
-            ..actor
-        });
-    }
-    if tag != ENTRY_TAG_2 {
-        return Err(if tag == b'{' {
-            r.error("row in the older JSON layout; rebuild this projection (`vetted projections rebuild timeline`)")
-        } else {
-            r.error(format_args!("unknown timeline entry {tag}"))
-        });
-    }
-    let at = r.time()?;
+    // Who, then the rest, which is the same for both tags of today's layout.
+    let who = match r.u8()? {
+        ENTRY_TAG => Who {
+            actor: read_actor_kind(r)?,
+            ip: r.opt_string()?,
+            user_agent: r.opt_string()?,
+            os: r.opt_string()?,
+            browser: r.opt_string()?,
+        },
+        ENTRY_SAME_ACTOR => {
+            let previous = previous
+                .ok_or_else(|| r.error("the first entry of a row refers to a previous one"))?;
+            Who {
+                actor: previous.actor.clone(),
+                ip: previous.ip.clone(),
+                user_agent: previous.user_agent.clone(),
+                os: previous.os.clone(),
+                browser: previous.browser.clone(),
+            }
+        }
+        ENTRY_TAG_2 => return decode_entry_2(r),
+        b'{' => {
+            return Err(r.error(
+                "row in the older JSON layout; rebuild this projection (`vetted projections rebuild timeline`)",
+            ))
+        }
+        tag => return Err(r.error(format_args!("unknown timeline entry {tag}"))),
+    };
+    Ok(TimelineEntry {
+        at: r.time()?,
+        action: read_action(r)?,
+        summary: r.string()?,
+        version: r.varint()?,
+        event_id: r.uuid()?,
+        actor: who.actor,
+        ip: who.ip,
+        user_agent: who.user_agent,
+        os: who.os,
+        browser: who.browser,
+    })
+}
+
+/// Who did it and from where: the actor part of an entry.
+struct Who {
+    actor: ActorRef,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    os: Option<String>,
+    browser: Option<String>,
+}
+
+/// An actor's kind and id.
+fn read_actor_kind(r: &mut Reader<'_>) -> Result<ActorRef, ProjectionError> {
     let code = r.u8()?;
     let kind = *ACTOR_KINDS
         .get(usize::from(code))
         .ok_or_else(|| r.error(format_args!("unknown actor kind {code}")))?;
-    let id = r.opt_string()?;
+    Ok(ActorRef {
+        kind,
+        id: r.opt_string()?,
+    })
+}
+
+/// The rest of an entry of layout 2 (after its tag).
+fn decode_entry_2(r: &mut Reader<'_>) -> Result<TimelineEntry, ProjectionError> {
+    let at = r.time()?;
+    let actor = read_actor_kind(r)?;
     let action = read_action(r)?;
     Ok(TimelineEntry {
         at,
-        actor: ActorRef { kind, id },
+        actor,
         action,
         summary: r.string()?,
         ip: r.opt_string()?,
@@ -421,29 +447,6 @@ fn decode_entry(
         browser: r.opt_string()?,
         version: r.varint()?,
         event_id: r.uuid()?,
-    })
-}
-
-/// The actor an entry spells out, in an entry otherwise empty.
-fn read_actor(r: &mut Reader<'_>) -> Result<TimelineEntry, ProjectionError> {
-    let code = r.u8()?;
-    let kind = *ACTOR_KINDS
-        .get(usize::from(code))
-        .ok_or_else(|| r.error(format_args!("unknown actor kind {code}")))?;
-    Ok(TimelineEntry {
-        at: DateTime::<Utc>::UNIX_EPOCH,
-        actor: ActorRef {
-            kind,
-            id: r.opt_string()?,
-        },
-        action: String::new(),
-        summary: String::new(),
-        ip: r.opt_string()?,
-        user_agent: r.opt_string()?,
-        os: r.opt_string()?,
-        browser: r.opt_string()?,
-        version: 0,
-        event_id: Uuid::nil(),
     })
 }
 
