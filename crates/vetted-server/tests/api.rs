@@ -275,6 +275,16 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() {
         st == 409 || st == 422,
         "a step the flow does not have is refused: {st} {body}"
     );
+    // Step data nested deeper than a stored payload may hold (126 levels) is refused.
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let r = post_raw(format!("{{\"outcome\":\"passed\",\"data\":{}}}", nested(127)).into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed_json"
+    );
     let (st, _) = s.step(&key, &id, "warp_drive", "passed", json!({})).await;
     assert_eq!(st, 404);
     let (st, _) = s.get(&key, "/v1/applicants/not-a-uuid").await;
