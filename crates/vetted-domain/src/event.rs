@@ -13,6 +13,7 @@ use crate::flow::{Flow, StepType};
 use crate::ids::{AppKey, ApplicantId, WarningId};
 use crate::status::ApplicantStatus;
 use crate::step_data::StepData;
+use crate::written;
 
 /// Everything that can happen to an applicant (stream `applicant-<uuid>`).
 ///
@@ -337,38 +338,12 @@ impl ApplicantEvent {
     }
 }
 
-/// Where a JSON string's contents end if they need no unescaping: the first quote, unless a
-/// backslash or a control character (serde refuses it raw) comes first. Sixteen bytes are
-/// tested at once (the compiler makes the chunk's test a few vector instructions).
-fn plain_end(s: &str) -> Option<usize> {
-    let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
-    let bytes = s.as_bytes();
-    let mut chunks = bytes.chunks_exact(16);
-    let mut at = 0;
-    let end = loop {
-        let Some(chunk) = chunks.next() else {
-            break chunks
-                .remainder()
-                .iter()
-                .position(|&b| special(b))
-                .map(|i| at + i);
-        };
-        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
-            break chunk.iter().position(|&b| special(b)).map(|i| at + i);
-        }
-        at += 16;
-    }?;
-    (bytes[end] == b'"').then_some(end)
-}
-
 /// The string after `key` (which ends with the string's opening quote) at the start of
 /// `rest`, when it needs no unescaping; `rest` moves past its closing quote.
 fn field<'a>(rest: &mut &'a str, key: &str) -> Option<&'a str> {
-    let after = rest.strip_prefix(key)?;
-    let end = plain_end(after)?;
-    // The quote is ASCII: both slices fall on character boundaries.
-    let value = after.get(..end)?;
-    *rest = after.get(end + 1..)?;
+    let mut after = rest.strip_prefix(key)?;
+    let value = written::plain_string(&mut after)?;
+    *rest = after;
     Some(value)
 }
 
@@ -408,13 +383,9 @@ fn applicant_created_as_written(payload: &str) -> Option<ApplicantEvent> {
 
 /// The unsigned integer at the start of `rest`, spelled as JSON spells it (no leading zero);
 /// `rest` moves past it.
-fn integer<T: std::str::FromStr>(rest: &mut &str) -> Option<T> {
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, after) = rest.split_at(digits);
-    if number.len() > 1 && number.starts_with('0') {
-        return None;
-    }
-    let value = number.parse().ok()?;
+fn integer<T: TryFrom<u64>>(rest: &mut &str) -> Option<T> {
+    let mut after = *rest;
+    let value = T::try_from(written::uint(&mut after)?).ok()?;
     *rest = after;
     Some(value)
 }
@@ -555,28 +526,17 @@ fn status_changed_as_written(payload: &str) -> Option<ApplicantEvent> {
 
 /// A `StepPassed` payload in the exact shape this engine writes it,
 /// `{"attempt":<n>,"data":<canonical JSON>,"step":"<step>"}`, read without serde: the step
-/// data is validated as canonical in one pass (see [`StepData::canonical`]) and kept as it is.
-/// Anything else is `None`, for serde to read.
+/// data is validated as canonical in one pass (see [`StepData::canonical_prefix`]) and kept
+/// as it is. Anything else is `None`, for serde to read.
 fn step_passed_as_written(payload: &str) -> Option<ApplicantEvent> {
-    let rest = payload.strip_prefix(r#"{"attempt":"#)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let (attempt, rest) = rest.split_at(digits);
-    // JSON numbers have no leading zeros (and `u32` parsing would take them).
-    if attempt.len() > 1 && attempt.starts_with('0') {
-        return None;
-    }
-    let attempt: u32 = attempt.parse().ok()?;
-    // The step comes last: the data ends where the last `,"step":"` begins (a key inside
-    // the data is followed by more of the data and its closing bracket, never by `"}`).
-    let (data, step) = rest
-        .strip_prefix(r#","data":"#)?
-        .strip_suffix(r#""}"#)?
-        .rsplit_once(r#","step":""#)?;
-    let step = StepType::ALL.into_iter().find(|s| s.as_str() == step)?;
+    let mut rest = payload.strip_prefix(r#"{"attempt":"#)?;
+    let attempt = integer(&mut rest)?;
+    let (data, len) = StepData::canonical_prefix(rest.strip_prefix(r#","data":"#)?)?;
+    rest = rest.get(r#","data":"#.len() + len..)?;
     Some(ApplicantEvent::StepPassed {
-        step,
+        step: last_step(rest)?,
         attempt,
-        data: StepData::canonical(data)?,
+        data,
     })
 }
 

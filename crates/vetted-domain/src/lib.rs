@@ -18,6 +18,7 @@ pub mod rules;
 mod status;
 mod step_data;
 pub mod testing;
+pub mod written;
 
 pub use applicant::{
     evolve, fold, Applicant, Comment, Decision, DecisionKind, StepState, StepStatus, Warning,

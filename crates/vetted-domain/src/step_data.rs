@@ -74,14 +74,15 @@ impl StepData {
     /// one pass; `None` for anything else (not JSON, not canonical, too deep), which
     /// [`StepData::from_json`] then reads through a `Value`.
     pub fn canonical(text: &str) -> Option<Self> {
-        if value_end(text.as_bytes(), 0, 0)? != text.len() {
-            return None;
+        is_canonical(text).then(|| Self::kept(text))
+    }
+
+    /// Canonical `text`, kept as it is (`null` holds nothing).
+    fn kept(text: impl AsRef<str> + Into<Box<str>>) -> Self {
+        match text.as_ref() {
+            "null" => StepData::null(),
+            _ => StepData(Some(text.into())),
         }
-        Some(if text == "null" {
-            StepData::null()
-        } else {
-            StepData(Some(text.into()))
-        })
     }
 
     /// The canonical JSON value `text` starts with, and its length: a JSON value ends where
@@ -192,15 +193,17 @@ impl<'de> Deserialize<'de> for StepData {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         // serde_json's scan of a raw value checks its syntax only: nesting, lone surrogates
         // and numbers out of range are for the validation or the `Value` to refuse.
-        if value_end(raw.get().as_bytes(), 0, 0) == Some(raw.get().len()) {
-            return Ok(if raw.get() == "null" {
-                StepData::null()
-            } else {
-                StepData(Some(raw.into()))
-            });
+        if is_canonical(raw.get()) {
+            return Ok(Self::kept(Box::<str>::from(raw)));
         }
         Self::through_value(raw.get()).map_err(serde::de::Error::custom)
     }
+}
+
+/// Whether `text` is exactly one JSON value in canonical form, nested no deeper than
+/// [`MAX_STEP_DATA_DEPTH`].
+fn is_canonical(text: &str) -> bool {
+    value_end(text.as_bytes(), 0, 0) == Some(text.len())
 }
 
 /// Whether a key's text as written (between its quotes) is `key`.
@@ -305,7 +308,8 @@ fn ascending(a: &[u8], b: &[u8]) -> Option<bool> {
 /// hex for the other control characters), and no control character is left raw.
 fn string_end(t: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        match *t.get(i)? {
+        i += crate::written::string_end(t.get(i..)?)?;
+        match t[i] {
             b'"' => return Some(i),
             b'\\' => match *t.get(i + 1)? {
                 b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
@@ -321,8 +325,8 @@ fn string_end(t: &[u8], mut i: usize) -> Option<usize> {
                 }
                 _ => return None,
             },
-            0..=0x1f => return None,
-            _ => i += 1,
+            // A control character left raw.
+            _ => return None,
         }
     }
 }

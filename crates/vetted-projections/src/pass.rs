@@ -188,9 +188,10 @@ async fn feed(
                 last = Some(applied(acks, position, &mut total, store, progress).await?);
             }
         }
+        // Nothing was read after a short batch.
         match following {
-            Some(following) if !short => next = following,
-            _ => break,
+            Some(following) => next = following,
+            None => break,
         }
     }
     while let Some((acks, position)) = in_flight.pop_front() {

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use vetted_domain::written;
 use vetted_store::ActorKind;
 
 /// The fields of a stored envelope a projection reads, strings borrowed where possible.
@@ -176,7 +177,7 @@ pub(crate) fn canonical(text: &str) -> Option<Lean<'_>> {
     let suffix = &text[end..];
     // The hashes are plain strings of their length (what they hold is not read here); the
     // payload is what comes before them.
-    let plain = |s: &str| string_end(s.as_bytes()).is_none();
+    let plain = |s: &str| written::string_end(s.as_bytes()).is_none();
     let hashes_ok = suffix.starts_with(PREV_HASH)
         && plain(&suffix[PREV_HASH.len()..PREV_HASH.len() + HASH_HEX])
         && suffix[PREV_HASH.len() + HASH_HEX..].starts_with(HASH)
@@ -267,47 +268,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a control
-/// character) is in `bytes`. Sixteen bytes at a time are tested at once, written so that the
-/// compiler makes it a few vector instructions (compare, then one mask for all sixteen); the
-/// chunk that holds the end is then searched eight bytes at a time ([`word_end`]).
-fn string_end(bytes: &[u8]) -> Option<usize> {
-    // `|` rather than `||`: no branch per byte, so the chunk's test vectorizes.
-    let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
-    let mut chunks = bytes.chunks_exact(16);
-    let mut at = 0;
-    for chunk in chunks.by_ref() {
-        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
-            let (low, high) = chunk.split_at(8);
-            return word_end(low)
-                .or_else(|| word_end(high).map(|i| 8 + i))
-                .map(|i| at + i);
-        }
-        at += 16;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| special(b))
-        .map(|i| at + i)
-}
-
-/// [`string_end`] within eight bytes, as one word.
-fn word_end(chunk: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte of `v` below `n` (n <= 128) sets its high bit in the result; so does every
-    // byte above it, through the borrow, but the lowest flagged byte is always a true one.
-    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    let mut word = [0u8; 8];
-    word.copy_from_slice(chunk);
-    let v = u64::from_le_bytes(word);
-    let hits = below(v ^ (ONES * u64::from(b'"')), 1)
-        | below(v ^ (ONES * u64::from(b'\\')), 1)
-        | below(v, 0x20);
-    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
-}
-
 /// A cursor over the envelope's text.
 struct Scan<'a> {
     text: &'a str,
@@ -331,38 +291,22 @@ impl<'a> Scan<'a> {
 
     /// A non-negative integer as JSON writes it (no sign, no leading zero, no fraction).
     fn uint(&mut self) -> Option<u64> {
-        let rest = self.rest();
-        let mut n: u64 = 0;
-        let mut digits = 0;
-        for b in rest.iter().take_while(|b| b.is_ascii_digit()) {
-            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-            digits += 1;
-        }
-        if digits == 0 || (digits > 1 && rest[0] == b'0') {
-            return None;
-        }
+        let mut rest = self.text.get(self.at..)?;
+        let n = written::uint(&mut rest)?;
         // What may follow a number here is `,` or `}`: a fraction or exponent is not ours.
-        if !matches!(rest.get(digits), Some(b',' | b'}')) {
+        if !matches!(rest.as_bytes().first(), Some(b',' | b'}')) {
             return None;
         }
-        self.at += digits;
+        self.at = self.text.len() - rest.len();
         Some(n)
     }
 
     /// A string without escapes or control characters (anything else: `None`).
     fn string(&mut self) -> Option<&'a str> {
-        let rest = self.rest();
-        if rest.first() != Some(&b'"') {
-            return None;
-        }
         // A control character must be escaped in JSON: serde refuses it raw, so does this.
-        let len = string_end(&rest[1..])?;
-        if rest[1 + len] != b'"' {
-            return None;
-        }
-        // Both ends are ASCII quotes, so the slice falls on character boundaries.
-        let s = self.text.get(self.at + 1..self.at + 1 + len)?;
-        self.at += len + 2;
+        let mut rest = self.text.get(self.at..)?.strip_prefix('"')?;
+        let s = written::plain_string(&mut rest)?;
+        self.at = self.text.len() - rest.len();
         Some(s)
     }
 
@@ -433,15 +377,6 @@ mod tests {
                 let chrono = chrono::DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc));
                 prop_assert_eq!(Some(fast), chrono, "{}", text);
             }
-        }
-
-        /// The eight-at-a-time search finds what a byte-by-byte one finds.
-        #[test]
-        fn string_end_finds_the_first_byte_a_json_string_cannot_hold(
-            bytes in proptest::collection::vec(any::<u8>(), 0..40),
-        ) {
-            let expected = bytes.iter().position(|b| matches!(b, b'"' | b'\\') || *b < 0x20);
-            prop_assert_eq!(string_end(&bytes), expected);
         }
 
         /// The word-at-a-time compare says what `==` says, whatever the lengths.

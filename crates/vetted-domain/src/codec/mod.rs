@@ -219,16 +219,9 @@ pub(crate) fn pinned_flow<'de, D: Deserializer<'de>>(
     use serde::de::Error;
     let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
     let text = raw.get();
-    let known = PINNED.with(|pinned| {
-        let pinned = pinned.borrow();
-        pinned
-            .iter()
-            .rev()
-            .find(|(t, _)| **t == *text)
-            .map(|(_, flow)| Box::new(flow.clone()))
-    });
-    if let Some(flow) = known {
-        return Ok(flow);
+    // A remembered flow whose text is all of this one's.
+    if let Some((flow, _)) = pinned_flow_at(text).filter(|(_, len)| *len == text.len()) {
+        return Ok(Box::new(flow));
     }
     let nested = format!("[{text}]");
     let mut json = serde_json::Deserializer::from_str(&nested);
