@@ -112,7 +112,16 @@ async fn every_notification_of_an_applicants_life_arrives_sealed_and_signed() {
         .all(|p| p["id"] == id.as_str() && p["externalUserId"] == "hooked-1"));
     assert_eq!(payloads.last().unwrap()["status"], "APPROVED");
 
-    let (st, list) = s.get(&key, "/v1/webhooks/deliveries?state=delivered").await;
+    // A delivery is marked delivered once the receiver's answer is back, which may be just
+    // after the receiver has the body: wait for it, with a deadline.
+    let (st, list) = loop {
+        let (st, list) = s.get(&key, "/v1/webhooks/deliveries?state=delivered").await;
+        let marked = list["items"].as_array().map_or(0, Vec::len);
+        if st != 200 || marked >= expected.len() || tokio::time::Instant::now() >= deadline {
+            break (st, list);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(st, 200);
     assert_eq!(
         list["items"].as_array().unwrap().len(),
